@@ -1,0 +1,129 @@
+"""One self-describing, versioned model file: ``model.pt``.
+
+The file holds plain tensors and a JSON string, nothing else:
+
+    {"format": "siren3d-model", "version": 1,
+     "meta": "<JSON: model config, normalization, fit config, step, input, summary>",
+     "weights": {name: tensor},
+     "train": {...}}            # optional: optimizer moments, RNG state, loss history (resume)
+
+It is written atomically (temp file + rename) and read with ``torch.load(weights_only=True)``,
+which refuses any pickle that would construct objects: a shared model file cannot run code.
+Its tensors are checked against the declared architecture before use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import Siren3dError
+from .io import atomic_output
+from .model import ModelConfig, Siren
+from .normalization import Normalization
+
+FORMAT = "siren3d-model"
+VERSION = 1
+#: Largest model file we agree to read (a default model is well under 1 MB).
+MAX_FILE_BYTES = 2 << 30
+
+
+@dataclass
+class Checkpoint:
+    model: Siren
+    normalization: Normalization
+    meta: dict
+    train: dict | None = None
+    path: str = ""
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+
+def save_checkpoint(path: str | os.PathLike, model: Siren, normalization: Normalization, meta: dict,
+                    train: dict | None = None) -> None:
+    meta = dict(meta)
+    meta["model"] = model.config.to_dict()
+    meta["normalization"] = normalization.to_dict()
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "meta": json.dumps(meta),
+        "weights": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    }
+    if train is not None:
+        payload["train"] = train
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate a model file; raise Siren3dError for anything that is not a siren3d model."""
+    spath = os.fspath(path)
+    p = Path(spath)
+    if p.is_dir():
+        p = p / "model.pt"
+        spath = str(p)
+    if not p.exists():
+        raise Siren3dError("no such model file", spath)
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise Siren3dError("model file is implausibly large; refusing to read it", spath)
+    try:
+        payload = torch.load(spath, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise Siren3dError(
+            "refused to load: the file contains Python objects or code, not plain tensors "
+            f"(only siren3d model files can be loaded; {first})", spath) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError) as e:
+        first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise Siren3dError(f"not a readable siren3d model file ({first})", spath) from None
+    return _validate(payload, spath, device)
+
+
+def _validate(payload, path: str, device) -> Checkpoint:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise Siren3dError("not a siren3d model file (format tag missing)", path)
+    version = payload.get("version")
+    if not isinstance(version, int) or version > VERSION or version < 1:
+        raise Siren3dError(f"model file format version {version!r} is not supported by this siren3d "
+                           f"(reads version {VERSION}); upgrade siren3d", path)
+    try:
+        meta = json.loads(payload["meta"])
+        config = ModelConfig.from_dict(meta["model"])
+        normalization = Normalization.from_dict(meta["normalization"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+        raise Siren3dError(f"model file metadata is invalid ({e})", path) from None
+    if config.width > 4096 or config.hidden_layers > 64:
+        raise Siren3dError(f"model declares an implausible architecture ({config.width} wide, "
+                           f"{config.hidden_layers} hidden layers)", path)
+    weights = payload.get("weights")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise Siren3dError("model file has no weight tensors", path)
+    model = Siren(ModelConfig(**{**config.to_dict(), "init": "siren"}))
+    model.config = config
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        detail = "; ".join(s for s in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unexpected {', '.join(extra)}" if extra else "",
+            ", ".join(f"{k} is {found[k]} not {expected[k]}" for k in wrong)) if s)
+        raise Siren3dError(f"weights do not match the declared architecture ({detail})", path)
+    if not all(torch.isfinite(v).all() for v in weights.values()):
+        raise Siren3dError("model weights contain NaN/Inf", path)
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    model.to(device).eval()
+    train = payload.get("train")
+    return Checkpoint(model=model, normalization=normalization, meta=meta,
+                      train=train if isinstance(train, dict) else None, path=path)

@@ -1,0 +1,55 @@
+"""The SDF fitting losses, each a named term with its weight (defaults from the SIREN paper).
+
+- surface:    |f(x)| on scan points                     -> the surface passes through the scan
+- normal:     1 - cos(grad f(x), n(x)) on scan points   -> and is oriented like the scan
+- eikonal:    | |grad f| - 1 | on all points              -> f is a distance (unit-speed)
+- offsurface: exp(-alpha |f(x)|) on off-surface points  -> no spurious zero level away from data
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+TERMS = ("surface", "normal", "eikonal", "offsurface")
+
+
+@dataclass
+class LossWeights:
+    """Weight of each loss term, and the off-surface sharpness alpha."""
+
+    surface: float = 3e3
+    normal: float = 1e2
+    eikonal: float = 5e1
+    offsurface: float = 1e2
+    alpha: float = 100.0
+    """exp(-alpha |f|): larger alpha penalizes only values very close to zero."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LossWeights":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in d.items() if k in known})
+
+
+def loss_terms(f_on: torch.Tensor, g_on: torch.Tensor, normals: torch.Tensor,
+               f_off: torch.Tensor, g_off: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:
+    """Unweighted mean of each term.
+
+    f_on: (N,), g_on: (N, 3), normals: (N, 3) unit; f_off: (M,), g_off: (M, 3).
+    """
+    grad_norm = torch.cat([g_on, g_off]).norm(dim=-1)
+    return {
+        "surface": f_on.abs().mean(),
+        "normal": (1.0 - F.cosine_similarity(g_on, normals, dim=-1, eps=1e-8)).mean(),
+        "eikonal": (grad_norm - 1.0).abs().mean(),
+        "offsurface": torch.exp(-alpha * f_off.abs()).mean(),
+    }
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    return sum(getattr(weights, k) * v for k, v in terms.items())

@@ -1,0 +1,149 @@
+"""SIREN: a multilayer perceptron with sine activations (Sitzmann et al., NeurIPS 2020).
+
+Each layer computes ``sin(w0 * (W x + b))``. The first layer's weights are U(-1/n, 1/n) and the
+hidden layers' U(-sqrt(6/n)/w0, sqrt(6/n)/w0), so that pre-activations stay ~N(0, 1) and activations
+arcsine-distributed through depth. The last layer is linear.
+
+``sdf_and_grad`` returns the field and its spatial gradient together. Two implementations give the
+same numbers: ``"autograd"`` (torch.autograd.grad with create_graph, the textbook way) and
+``"analytic"`` (the chain rule written out through the sine layers, reusing the cosines of the
+forward pass; it builds a smaller graph and trains faster: ``benchmarks/train_step.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the SIREN; stored in every checkpoint."""
+
+    width: int = 128
+    """Units per hidden layer."""
+    hidden_layers: int = 2
+    """Number of hidden (width x width) sine layers, after the first one (paper: 3)."""
+    w0: float = 30.0
+    """Frequency factor of the first layer (paper: 30)."""
+    w0_hidden: float = 30.0
+    """Frequency factor of the hidden layers (paper: 30)."""
+    init: str = "siren"
+    """'siren' (paper) or 'sphere': the paper's init with the output layer set so f starts as a sphere's distance."""
+    sphere_radius: float = 0.5
+    """Radius (unit box) of the initial sphere for init='sphere'."""
+
+    def __post_init__(self):
+        if self.width < 1 or self.hidden_layers < 0:
+            raise ValueError("width must be >= 1 and hidden_layers >= 0")
+        if not (self.w0 > 0 and self.w0_hidden > 0):
+            raise ValueError("w0 and w0_hidden must be positive")
+        if self.init not in ("siren", "sphere"):
+            raise ValueError(f"unknown init {self.init!r}: use 'siren' or 'sphere'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class SineLayer(nn.Module):
+    """y = sin(w0 * (W x + b)), with the SIREN initialization next to the layer it initializes."""
+
+    def __init__(self, in_features: int, out_features: int, w0: float, is_first: bool):
+        super().__init__()
+        self.w0 = float(w0)
+        self.is_first = is_first
+        self.linear = nn.Linear(in_features, out_features)
+        with torch.no_grad():
+            bound = 1.0 / in_features if is_first else math.sqrt(6.0 / in_features) / self.w0
+            self.linear.weight.uniform_(-bound, bound)
+            # Bias keeps PyTorch's default U(-1/sqrt(n), 1/sqrt(n)), as in the reference code.
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w0 * self.linear(x))
+
+
+class Siren(nn.Module):
+    """f: R^3 -> R, a signed distance in the unit box (negative inside)."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        c = self.config
+        layers = [SineLayer(3, c.width, c.w0, is_first=True)]
+        layers += [SineLayer(c.width, c.width, c.w0_hidden, is_first=False) for _ in range(c.hidden_layers)]
+        self.layers = nn.ModuleList(layers)
+        self.out = nn.Linear(c.width, 1)
+        with torch.no_grad():
+            bound = math.sqrt(6.0 / c.width) / c.w0_hidden
+            self.out.weight.uniform_(-bound, bound)
+        if c.init == "sphere":
+            self._init_sphere()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3) -> f: (N,)"""
+        h = x
+        for layer in self.layers:
+            h = layer(h)
+        return self.out(h).squeeze(-1)
+
+    def sdf_and_grad(self, x: torch.Tensor, method: str = "analytic", create_graph: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (N, 3) -> (f: (N,), grad f: (N, 3)).
+
+        With ``create_graph`` the result can be differentiated again (training losses on the
+        gradient). ``method`` is 'analytic' or 'autograd'; both give the same values.
+        """
+        if method == "autograd":
+            with torch.enable_grad():
+                if not x.requires_grad:
+                    x = x.detach().requires_grad_(True)
+                f = self.forward(x)
+                (g,) = torch.autograd.grad(f.sum(), x, create_graph=create_graph)
+            return (f, g) if create_graph else (f.detach(), g.detach())
+        if method != "analytic":
+            raise ValueError(f"unknown gradient method {method!r}")
+        # Forward pass keeping w0*cos(z) of each layer: d sin(w0 z)/dz = w0 cos(w0 z).
+        h, slopes = x, []
+        for layer in self.layers:
+            z = layer.w0 * layer.linear(h)
+            slopes.append(layer.w0 * torch.cos(z))
+            h = torch.sin(z)
+        f = self.out(h).squeeze(-1)
+        # Backward (reverse mode) written out: grad_h = grad_z @ W, grad_z = grad_h * slope.
+        g = slopes[-1] * self.out.weight  # (N, width) * (1, width)
+        g = g @ self.layers[-1].linear.weight
+        for layer, slope in zip(reversed(self.layers[:-1]), reversed(slopes[:-1])):
+            g = (g * slope) @ layer.linear.weight
+        return f, g
+
+    @torch.no_grad()
+    def _init_sphere(self) -> None:
+        """Set the output layer so that f(x) ~ |x| - r at the start (least squares on random points).
+
+        The sine features of an untrained SIREN span smooth functions well, so a linear read-out
+        fitted to a sphere's distance starts training from a closed surface, without the spurious
+        zero crossings of a random field.
+        """
+        r = self.config.sphere_radius
+        gen = torch.Generator().manual_seed(1234)
+        x = torch.rand(16384, 3, generator=gen) * 2 - 1
+        h = x
+        for layer in self.layers:
+            h = layer(h)
+        target = x.norm(dim=1) - r
+        a = torch.cat([h, torch.ones(len(h), 1)], dim=1).double()
+        lam = 1e-3
+        sol = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype), a.T @ target.double())
+        self.out.weight.copy_(sol[:-1].float()[None])
+        self.out.bias.copy_(sol[-1:].float())
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,75 @@
+"""Training batches: scan points with normals, and off-surface points in the unit box.
+
+Off-surface points come from two sources: uniform in [-1, 1]^3 (they see the whole box, so no
+spurious surface survives far from the data) and, optionally, near the surface: a scan point moved
+by Gaussian noise whose scale is the local point spacing (they shape the field where it matters).
+All randomness comes from one torch.Generator whose state is saved for exact resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    on: torch.Tensor        # (B, 3) scan points, unit box
+    normals: torch.Tensor   # (B, 3) unit normals
+    uniform: torch.Tensor   # (U, 3) uniform in the box
+    near: torch.Tensor      # (M, 3) near-surface points (M may be 0)
+
+
+def local_spacing(points: np.ndarray, k: int = 8, max_points: int = 200_000) -> np.ndarray:
+    """Distance to the k-th nearest neighbour of each point. points: (N, 3) -> (N,) float32."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(points)
+    k = int(min(k, len(points) - 1))
+    d, _ = tree.query(points, k=k + 1, workers=-1)
+    return d[:, -1].astype(np.float32)
+
+
+class Sampler:
+    """Draws batches of ``batch`` scan points plus off-surface points.
+
+    points, normals: (N, 3) float32 in the unit box.
+    """
+
+    def __init__(self, points: np.ndarray, normals: np.ndarray, batch: int, uniform_ratio: float = 1.0,
+                 near_ratio: float = 0.0, near_scale: float = 1.0, seed: int = 0,
+                 device: str | torch.device = "cpu"):
+        self.points = torch.as_tensor(points, dtype=torch.float32).to(device)
+        self.normals = torch.as_tensor(normals, dtype=torch.float32).to(device)
+        self.batch = int(batch)
+        self.n_uniform = int(round(batch * uniform_ratio))
+        self.n_near = int(round(batch * near_ratio))
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.sigma = None
+        if self.n_near:
+            sp = local_spacing(np.asarray(points, dtype=np.float32)) * near_scale
+            # Clamp: isolated outliers must not throw samples across the box.
+            sp = np.clip(sp, 1e-4, 0.05)
+            self.sigma = torch.as_tensor(sp).to(device)
+
+    def sample(self) -> Batch:
+        g = self.generator
+        n = len(self.points)
+        idx = torch.randint(n, (self.batch,), generator=g).to(self.device)
+        uniform = (torch.rand(self.n_uniform, 3, generator=g) * 2 - 1).to(self.device)
+        if self.n_near:
+            j = torch.randint(n, (self.n_near,), generator=g).to(self.device)
+            noise = torch.randn(self.n_near, 3, generator=g).to(self.device)
+            near = (self.points[j] + noise * self.sigma[j, None]).clamp(-1, 1)
+        else:
+            near = torch.empty(0, 3, device=self.device)
+        return Batch(self.points[idx], self.normals[idx], uniform, near)
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
