@@ -79,6 +79,8 @@ def main(verbose: bool) -> None:
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Units per hidden layer.")
 @click.option("--hidden-layers", type=click.IntRange(min=0), default=None, help="Hidden sine layers.")
 @click.option("--w0", type=float, default=None, help="First-layer frequency factor (paper: 30).")
+@click.option("--init", type=click.Choice(["siren", "sphere"]), default=None,
+              help="'siren': the paper's initialization; 'sphere': f = SIREN + sphere distance prior.")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, show_default=True,
               help="Steps between checkpoints (0: only at the end).")
@@ -87,7 +89,7 @@ def main(verbose: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def fit(scan: Path, out: Path | None, preset, steps, batch, lr, seed, device, width, hidden_layers, w0,
-        resume, checkpoint_every, max_points, quiet) -> None:
+        init, resume, checkpoint_every, max_points, quiet) -> None:
     """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
     from .io import DEFAULT_MAX_POINTS, load_scan
     from .runs import default_run_dir
@@ -95,7 +97,7 @@ def fit(scan: Path, out: Path | None, preset, steps, batch, lr, seed, device, wi
     from .training import fit as run_fit
 
     config = config_from_preset(preset, steps=steps, batch=batch, lr=lr, seed=seed, device=device,
-                                width=width, hidden_layers=hidden_layers, w0=w0,
+                                width=width, hidden_layers=hidden_layers, w0=w0, init=init,
                                 checkpoint_every=checkpoint_every)
     config.validate()
     run_dir = out or default_run_dir(scan)

@@ -5,9 +5,10 @@ hidden layers' U(-sqrt(6/n)/w0, sqrt(6/n)/w0), so that pre-activations stay ~N(0
 arcsine-distributed through depth. The last layer is linear.
 
 ``sdf_and_grad`` returns the field and its spatial gradient together. Two implementations give the
-same numbers: ``"autograd"`` (torch.autograd.grad with create_graph, the textbook way) and
+same numbers: ``"autograd"`` (torch.autograd.grad with create_graph, the textbook way),
 ``"analytic"`` (the chain rule written out through the sine layers, reusing the cosines of the
-forward pass; it builds a smaller graph and trains faster: ``benchmarks/train_step.py``).
+forward pass) and ``"fused"`` (the same, with a hand-written backward pass for training:
+:mod:`siren3d.kernels`; ``benchmarks/train_step.py`` measures them side by side).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class ModelConfig:
     w0_hidden: float = 30.0
     """Frequency factor of the hidden layers (paper: 30)."""
     init: str = "siren"
-    """'siren' (paper) or 'sphere': the paper's init with the output layer set so f starts as a sphere's distance."""
+    """'siren' (paper) or 'sphere': f = SIREN + (|x| - r), the learned part starting small."""
     sphere_radius: float = 0.5
-    """Radius (unit box) of the initial sphere for init='sphere'."""
+    """Radius (unit box) of the sphere prior for init='sphere'."""
 
     def __post_init__(self):
         if self.width < 1 or self.hidden_layers < 0:
@@ -87,20 +88,32 @@ class Siren(nn.Module):
         if c.init == "sphere":
             self._init_sphere()
 
+    @property
+    def sphere_prior(self) -> bool:
+        return self.config.init == "sphere"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3) -> f: (N,)"""
         h = x
         for layer in self.layers:
             h = layer(h)
-        return self.out(h).squeeze(-1)
+        f = self.out(h).squeeze(-1)
+        if self.sphere_prior:
+            f = f + (x.norm(dim=-1) - self.config.sphere_radius)
+        return f
 
     def sdf_and_grad(self, x: torch.Tensor, method: str = "analytic", create_graph: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3) -> (f: (N,), grad f: (N, 3)).
 
         With ``create_graph`` the result can be differentiated again (training losses on the
-        gradient). ``method`` is 'analytic' or 'autograd'; both give the same values.
+        gradient). ``method`` is 'fused' (hand-written backward, fastest to train, see kernels.py),
+        'analytic' or 'autograd'; all give the same values.
         """
+        if method in ("fused", "fused-bf16") and create_graph:
+            from .kernels import siren_value_and_grad
+
+            return siren_value_and_grad(self, x, bf16_backward=method == "fused-bf16")
         if method == "autograd":
             with torch.enable_grad():
                 if not x.requires_grad:
@@ -108,7 +121,7 @@ class Siren(nn.Module):
                 f = self.forward(x)
                 (g,) = torch.autograd.grad(f.sum(), x, create_graph=create_graph)
             return (f, g) if create_graph else (f.detach(), g.detach())
-        if method != "analytic":
+        if method not in ("analytic", "fused", "fused-bf16"):
             raise ValueError(f"unknown gradient method {method!r}")
         # Forward pass keeping w0*cos(z) of each layer: d sin(w0 z)/dz = w0 cos(w0 z).
         h, slopes = x, []
@@ -122,28 +135,23 @@ class Siren(nn.Module):
         g = g @ self.layers[-1].linear.weight
         for layer, slope in zip(reversed(self.layers[:-1]), reversed(slopes[:-1])):
             g = (g * slope) @ layer.linear.weight
+        if self.sphere_prior:
+            r = x.norm(dim=-1, keepdim=True)
+            f = f + (r.squeeze(-1) - self.config.sphere_radius)
+            g = g + x / r.clamp_min(1e-12)
         return f, g
 
     @torch.no_grad()
     def _init_sphere(self) -> None:
-        """Set the output layer so that f(x) ~ |x| - r at the start (least squares on random points).
+        """Start from a sphere: shrink the output layer so the learned part starts near zero.
 
-        The sine features of an untrained SIREN span smooth functions well, so a linear read-out
-        fitted to a sphere's distance starts training from a closed surface, without the spurious
-        zero crossings of a random field.
+        With init='sphere' the field is f(x) = SIREN(x) + (|x| - r): a fixed analytic sphere
+        distance plus a learned residual. An untrained SIREN is a random high-frequency field with
+        zero crossings everywhere, which short fits leave behind as "ghost" surfaces far from the
+        data; starting from a closed surface that is already a distance removes most of them.
         """
-        r = self.config.sphere_radius
-        gen = torch.Generator().manual_seed(1234)
-        x = torch.rand(16384, 3, generator=gen) * 2 - 1
-        h = x
-        for layer in self.layers:
-            h = layer(h)
-        target = x.norm(dim=1) - r
-        a = torch.cat([h, torch.ones(len(h), 1)], dim=1).double()
-        lam = 1e-3
-        sol = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype), a.T @ target.double())
-        self.out.weight.copy_(sol[:-1].float()[None])
-        self.out.bias.copy_(sol[-1:].float())
+        self.out.weight.mul_(0.1)
+        self.out.bias.zero_()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,143 @@
+"""A fused SIREN "value and gradient" with a hand-written backward pass.
+
+Training needs f(x) and grad f(x) and then the gradient of a loss of both with respect to the
+weights: a second-order derivative. Autograd builds it from many small elementwise kernels (sin,
+cos, mul, neg for every layer, in both passes). Written out by hand it needs per layer one sin, one
+cos, six matrix products and a handful of fused elementwise updates; ``benchmarks/train_step.py``
+measures the difference against plain autograd.
+
+Notation, for sine layers l = 1..L (h_0 = x), output f = w_o . h_L + b_o:
+
+    a_l = W_l h_{l-1} + b_l,  z_l = w0_l a_l,  h_l = sin z_l,  c_l = w0_l cos z_l
+    u_L = w_o,  v_l = u_l * c_l,  u_{l-1} = v_l W_l,  grad f = u_0
+
+Given dL/df and dL/d(grad f), the backward pass walks the gradient chain forward (l = 1..L) and
+the value chain backward (l = L..1); the two meet through d c_l / d z_l = -w0_l^2 ... see below.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _SirenValueAndGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w0s, prior_radius, bf16_backward, w_out, b_out, *params):
+        # params: W_1, b_1, W_2, b_2, ...; w0s: one float per sine layer.
+        weights, biases = params[0::2], params[1::2]
+        n = len(weights)
+        hs, cs = [x], []
+        h = x
+        for w, b, w0 in zip(weights, biases, w0s):
+            z = torch.addmm(b, h, w.t()).mul_(w0)
+            cs.append(torch.cos(z).mul_(w0))
+            h = torch.sin_(z)
+            hs.append(h)
+        f = torch.addmm(b_out, h, w_out.t()).squeeze(-1)
+        # Gradient chain: u_L = w_o, v_l = u_l * c_l, u_{l-1} = v_l W_l; us[l] = u_l for l < L.
+        vs, us = [None] * n, [None] * n
+        u = w_out
+        for i in range(n - 1, -1, -1):
+            vs[i] = cs[i] * u
+            u = vs[i] @ weights[i]
+            if i > 0:
+                us[i - 1] = u
+        g = u
+        if prior_radius is not None:
+            r = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            f = f + (r.squeeze(-1) - prior_radius)
+            g = g + x / r
+        ctx.w0s, ctx.n, ctx.bf16 = w0s, n, bf16_backward
+        if bf16_backward:
+            # The backward pass only uses these in matrix products that form weight gradients.
+            hs = [hs[0]] + [h.to(torch.bfloat16) for h in hs[1:]]
+            vs = [v.to(torch.bfloat16) for v in vs]
+        ctx.save_for_backward(w_out, *weights, *hs, *cs, *vs, *us[:-1])
+        return f, g
+
+    @staticmethod
+    def backward(ctx, gf, gg):
+        n, w0s = ctx.n, ctx.w0s
+        saved = ctx.saved_tensors
+        w_out = saved[0]
+        weights = saved[1:1 + n]
+        hs = saved[1 + n:2 + 2 * n]      # h_0 = x, h_1 .. h_L
+        cs = saved[2 + 2 * n:2 + 3 * n]
+        vs = saved[2 + 3 * n:2 + 4 * n]
+        us = list(saved[2 + 4 * n:]) + [w_out]   # u_1 .. u_L
+        x = hs[0]
+        if gf is None:
+            gf = x.new_zeros(x.shape[0])
+        if gg is None:
+            gg = torch.zeros_like(x)
+        lp = torch.bfloat16 if ctx.bf16 else x.dtype
+
+        def mm(a, b):
+            """Adjoint products: in bf16 when asked (several times faster on CPUs with AVX512-BF16)."""
+            return (a.to(lp) @ b.to(lp)).to(x.dtype) if ctx.bf16 else a @ b
+
+        # Gradient chain, l = 1..L (reverse of its forward): from u_{l-1} = v_l W_l and v_l = u_l c_l.
+        dW, dc = [None] * n, [None] * n
+        ubar = gg                                  # dL/du_0
+        for i in range(n):
+            vbar = ubar @ weights[i].t() if i == 0 else mm(ubar, weights[i].t())   # dL/dv_l
+            dW[i] = mm(vs[i].t(), ubar)            # dL/dW_l through the gradient chain
+            dc[i] = vbar * us[i]                   # dL/dc_l
+            ubar = vbar * cs[i]                    # dL/du_l
+        dw_out = ubar.sum(0, keepdim=True)         # u_L = w_o at every point
+        # Value chain, l = L..1. h = sin z, c = w0 cos z, z = w0 a, so
+        # dL/da = w0 * (hbar * cos z - dc * w0 sin z) = hbar * c - w0^2 * dc * h.
+        dw_out = dw_out + mm(gf[None, :], hs[n])
+        db_out = gf.sum().reshape(1)
+        hbar = gf[:, None] * w_out                 # dL/dh_L
+        grads = [None] * (2 * n)
+        for i in range(n - 1, -1, -1):
+            abar = torch.addcmul(hbar * cs[i], dc[i], hs[i + 1].to(x.dtype), value=-w0s[i] * w0s[i])
+            grads[2 * i] = dW[i] + (abar.t() @ hs[i] if i == 0 else mm(abar.t(), hs[i]))
+            grads[2 * i + 1] = abar.sum(0)
+            if i > 0:
+                hbar = mm(abar, weights[i])
+        return (None, None, None, None, dw_out, db_out, *grads)
+
+
+_BF16_FAST: dict[str, bool] = {}
+
+
+def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 matrix products beat fp32 by 1.5x or more here (measured once, ~20 ms)."""
+    key = str(device)
+    if key not in _BF16_FAST:
+        import time
+
+        a = torch.randn(4096, 128, device=device)
+        w = torch.randn(128, 128, device=device)
+        best = {}
+        for dt in (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16):
+            aa, ww = a.to(dt), w.to(dt)
+            aa @ ww
+            if aa.is_cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(5):
+                aa @ ww
+            if aa.is_cuda:
+                torch.cuda.synchronize()
+            best[dt] = min(best.get(dt, 1e9), time.perf_counter() - t)
+        _BF16_FAST[key] = best[torch.bfloat16] * 1.5 <= best[torch.float32]
+    return _BF16_FAST[key]
+
+
+def siren_value_and_grad(model, x: torch.Tensor, bf16_backward: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x) (N,) and grad f(x) (N, 3) for a :class:`siren3d.model.Siren`, differentiable w.r.t. weights.
+
+    x is treated as data (no gradient flows back to it). The forward values are always fp32;
+    ``bf16_backward`` computes the weight-gradient matrix products in bfloat16 (the first layer's,
+    whose inputs are coordinates, stay fp32).
+    """
+    params = []
+    for layer in model.layers:
+        params += [layer.linear.weight, layer.linear.bias]
+    w0s = tuple(layer.w0 for layer in model.layers)
+    prior = model.config.sphere_radius if model.sphere_prior else None
+    return _SirenValueAndGrad.apply(x.detach(), w0s, prior, bool(bf16_backward), model.out.weight,
+                                    model.out.bias, *params)

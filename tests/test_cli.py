@@ -1,0 +1,68 @@
+"""The command line as a user runs it: fit, then mesh, on a real file, in a fresh folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+from click.testing import CliRunner
+
+from siren3d.cli import main
+from siren3d.io import load_scan
+
+SMALL = ["--steps", "300", "--batch", "1024", "--width", "64", "--hidden-layers", "2", "--lr", "5e-4",
+         "--init", "sphere", "-q"]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_help_lists_the_commands():
+    runner = CliRunner()
+    out = runner.invoke(main, ["--help"])
+    assert out.exit_code == 0 and "fit" in out.output and "mesh" in out.output
+    for cmd in ("fit", "mesh"):
+        sub = runner.invoke(main, [cmd, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_fit_then_mesh_writes_the_run_folder_and_a_mesh_in_scan_coordinates(in_tmp, sphere_scan_file):
+    runner = CliRunner()
+    r = runner.invoke(main, ["fit", str(sphere_scan_file), *SMALL])
+    assert r.exit_code == 0, r.output
+    run = in_tmp / "runs" / "ball"
+    assert {"model.pt", "fit.json", "loss.png"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "fit.json").read_text())["step"] == 300
+
+    r = runner.invoke(main, ["mesh", "--res", "64"])  # the most recent run, default output name
+    assert r.exit_code == 0, r.output
+    mesh = trimesh.load(run / "mesh-64.ply")
+    scan = load_scan(sphere_scan_file)
+    lo, hi = scan.points.min(0), scan.points.max(0)
+    extent = (hi - lo).max()
+    np.testing.assert_allclose(mesh.bounds[0], lo, atol=0.03 * extent)
+    np.testing.assert_allclose(mesh.bounds[1], hi, atol=0.03 * extent)
+
+    r = runner.invoke(main, ["mesh", "--run", str(run), "--res", "48", "-o", str(in_tmp / "out.obj")])
+    assert r.exit_code == 0, r.output
+    assert len(trimesh.load(in_tmp / "out.obj").faces) > 100
+
+
+def test_errors_are_one_line_with_exit_status_2(in_tmp):
+    runner = CliRunner()
+    r = runner.invoke(main, ["fit", "nope.ply"])
+    assert r.exit_code == 2 and r.output.strip() == "error: nope.ply: no such file"
+    r = runner.invoke(main, ["mesh"])
+    assert r.exit_code == 2 and "no fitted model found" in r.output and "Traceback" not in r.output
+
+
+def test_console_script_runs_as_a_subprocess():
+    out = subprocess.run([sys.executable, "-m", "siren3d.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "siren3d" in out.stdout
