@@ -16,6 +16,8 @@ import click
 
 from . import __version__
 from .errors import Siren3dError
+from .meshing import DEFAULT_MIN_COMPONENT, DEFAULT_REFINE
+from .runs import resolve_model
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -120,24 +122,47 @@ def fit(scan: Path, out: Path | None, preset, steps, batch, lr, seed, device, wi
     click.echo(f"next: siren3d mesh --run {result.run_dir}", err=True)
 
 
+def _parse_bbox(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        nums = tuple(float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        nums = ()
+    if len(nums) != 6:
+        raise click.BadParameter("expected six numbers: xmin,ymin,zmin,xmax,ymax,zmax (scan units)")
+    return nums
+
+
 @main.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--run", "run", type=click.Path(path_type=Path), default=None,
               help="Run folder or model.pt [default: the most recent run under runs/].")
 @click.option("--res", type=click.IntRange(min=8), default=256, show_default=True,
-              help="Grid samples per axis.")
+              help="Grid samples along the box's longest side.")
+@click.option("--method", type=click.Choice(["sparse", "dense"]), default="sparse", show_default=True,
+              help="'sparse': evaluate only near the surface, coarse to fine; 'dense': every grid sample.")
 @click.option("--backend", type=click.Choice(["mcubes", "skimage"]), default="mcubes", show_default=True,
               help="Marching cubes implementation.")
 @click.option("--level", type=float, default=0.0, show_default=True,
               help="Iso level in scan units (0: the surface; >0: an offset surface outside).")
+@click.option("--refine", type=click.IntRange(min=0, max=10), default=DEFAULT_REFINE, show_default=True,
+              help="Newton steps moving each vertex onto the level set (0: off).")
+@click.option("--min-component", type=click.FloatRange(min=0, max=1), default=DEFAULT_MIN_COMPONENT,
+              show_default=True, help="Drop pieces with fewer faces than this fraction of the largest (0: keep all).")
+@click.option("--pad", type=click.FloatRange(min=0, max=10), default=0.0, show_default=True,
+              help="Grow the meshing box by this fraction on every side (for surfaces that touch it).")
+@click.option("--bbox", callback=_parse_bbox, default=None, metavar="X0,Y0,Z0,X1,Y1,Z1",
+              help="Mesh this box, in scan units, instead of the fitted box.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output mesh (.ply .obj .stl .off .glb) [default: RUN/mesh-RES.ply].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
-def mesh(model: Path | None, run: Path | None, res: int, backend: str, level: float, output: Path | None) -> None:
+def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: str, level: float, refine: int,
+         min_component: float, pad: float, bbox, output: Path | None, quiet: bool) -> None:
     """Extract the surface of a fitted field as a mesh, in the scan's own coordinates."""
     from .checkpoint import load_checkpoint
     from .meshing import EXPORT_SUFFIXES, export_mesh, extract_mesh
-    from .runs import resolve_model
 
     model_path = resolve_model(model or run)
     output = output or model_path.parent / f"mesh-{res}.ply"
@@ -145,11 +170,22 @@ def mesh(model: Path | None, run: Path | None, res: int, backend: str, level: fl
         raise Siren3dError(f"cannot write '{output.suffix or '(no extension)'}' meshes; use one of "
                            f"{' '.join(EXPORT_SUFFIXES)}", output)
     ckpt = load_checkpoint(model_path)
-    result = extract_mesh(ckpt.model, ckpt.normalization, res=res, backend=backend, level=level)
+    result = extract_mesh(ckpt.model, ckpt.normalization, res=res, method=method, backend=backend, level=level,
+                          refine=refine, min_component=min_component, pad=pad, bbox=bbox,
+                          progress=not quiet and sys.stderr.isatty())
     export_mesh(result, output)
     s = result.stats
-    click.echo(f"mesh res {res}: {s['vertices']:,} vertices, {s['faces']:,} faces, "
-               f"{s['evaluations']:,} evaluations in {s['seconds']:.1f} s -> {output}", err=True)
+    click.echo(f"mesh res {res} ({method}): {s['evaluations']:,} evaluations "
+               f"({s['evaluations'] / s['dense_evaluations']:.1%} of dense) in {s['seconds']:.1f} s; "
+               f"{s['vertices']:,} vertices, {s['faces']:,} faces, {s['components']} "
+               f"component{'s' if s['components'] != 1 else ''}"
+               + (f" ({s['dropped_components']} small dropped)" if s["dropped_components"] else "")
+               + f", {'watertight' if s['watertight'] else 'NOT watertight'}", err=True)
+    err = s.get("level_error")
+    if err and "after_mean" in err:
+        click.echo(f"refined: mean |f| at vertices {err['before_mean']:.2e} -> {err['after_mean']:.2e} scan units "
+                   f"(max {err['before_max']:.2e} -> {err['after_max']:.2e})", err=True)
+    click.echo(f"wrote {output}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

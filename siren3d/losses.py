@@ -4,6 +4,8 @@
 - normal:     1 - cos(grad f(x), n(x)) on scan points   -> and is oriented like the scan
 - eikonal:    | |grad f| - 1 | on all points              -> f is a distance (unit-speed)
 - offsurface: exp(-alpha |f(x)|) on off-surface points  -> no spurious zero level away from data
+- sign:       max(0, -s(x) f(x)) on off-surface points with a known side s = +-1 (see sampling)
+              -> f has the scan's inside/outside everywhere, so no ghost surfaces (0: off, as in the paper)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
-TERMS = ("surface", "normal", "eikonal", "offsurface")
+TERMS = ("surface", "normal", "eikonal", "offsurface", "sign")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class LossWeights:
     normal: float = 1e2
     eikonal: float = 5e1
     offsurface: float = 1e2
+    sign: float = 0.0
     alpha: float = 100.0
     """exp(-alpha |f|): larger alpha penalizes only values very close to zero."""
 
@@ -37,10 +40,12 @@ class LossWeights:
 
 
 def loss_terms(f_on: torch.Tensor, g_on: torch.Tensor, normals: torch.Tensor,
-               f_off: torch.Tensor, g_off: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:
+               f_off: torch.Tensor, g_off: torch.Tensor, alpha: float,
+               f_side: torch.Tensor | None = None, side: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Unweighted mean of each term.
 
-    f_on: (N,), g_on: (N, 3), normals: (N, 3) unit; f_off: (M,), g_off: (M, 3).
+    f_on: (N,), g_on: (N, 3), normals: (N, 3) unit; f_off: (M,) uniform points, g_off: (M', 3) all
+    off-surface points; f_side, side: (K,) values and known sides (+1, -1, 0) of off-surface points.
     """
     grad_norm = torch.cat([g_on, g_off]).norm(dim=-1)
     return {
@@ -48,6 +53,7 @@ def loss_terms(f_on: torch.Tensor, g_on: torch.Tensor, normals: torch.Tensor,
         "normal": (1.0 - F.cosine_similarity(g_on, normals, dim=-1, eps=1e-8)).mean(),
         "eikonal": (grad_norm - 1.0).abs().mean(),
         "offsurface": torch.exp(-alpha * f_off.abs()).mean(),
+        "sign": torch.relu(-side * f_side).mean() if side is not None else f_on.new_zeros(()),
     }
 
 

@@ -3,6 +3,10 @@
 Off-surface points come from two sources: uniform in [-1, 1]^3 (they see the whole box, so no
 spurious surface survives far from the data) and, optionally, near the surface: a scan point moved
 by Gaussian noise whose scale is the local point spacing (they shape the field where it matters).
+Optionally each off-surface point also gets the side of the scan it lies on (``sign``): from its
+k nearest scan points, the sign of the distance-weighted sum of (x - p) . n. Points closer to the
+scan than a few point spacings get no sign (0): there noise decides the side. A loss on this sign
+removes "ghost" surfaces far from the data that the SIREN losses alone leave behind.
 All randomness comes from one torch.Generator whose state is saved for exact resume.
 """
 
@@ -20,6 +24,7 @@ class Batch:
     normals: torch.Tensor   # (B, 3) unit normals
     uniform: torch.Tensor   # (U, 3) uniform in the box
     near: torch.Tensor      # (M, 3) near-surface points (M may be 0)
+    off_sign: torch.Tensor | None = None  # (U + M,) +1 outside, -1 inside, 0 unknown; None: not computed
 
 
 def local_spacing(points: np.ndarray, k: int = 8, max_points: int = 200_000) -> np.ndarray:
@@ -40,7 +45,7 @@ class Sampler:
 
     def __init__(self, points: np.ndarray, normals: np.ndarray, batch: int, uniform_ratio: float = 1.0,
                  near_ratio: float = 0.0, near_scale: float = 1.0, seed: int = 0,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", sign_k: int = 0, sign_margin: float = 3.0):
         self.points = torch.as_tensor(points, dtype=torch.float32).to(device)
         self.normals = torch.as_tensor(normals, dtype=torch.float32).to(device)
         self.batch = int(batch)
@@ -49,11 +54,27 @@ class Sampler:
         self.device = torch.device(device)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.sigma = None
+        self.sign_k = int(min(sign_k, len(points)))
+        spacing = local_spacing(np.asarray(points, dtype=np.float32)) if (self.n_near or self.sign_k) else None
         if self.n_near:
-            sp = local_spacing(np.asarray(points, dtype=np.float32)) * near_scale
             # Clamp: isolated outliers must not throw samples across the box.
-            sp = np.clip(sp, 1e-4, 0.05)
+            sp = np.clip(spacing * near_scale, 1e-4, 0.05)
             self.sigma = torch.as_tensor(sp).to(device)
+        if self.sign_k:
+            from scipy.spatial import cKDTree
+
+            self._np_points = np.asarray(points, dtype=np.float32)
+            self._np_normals = np.asarray(normals, dtype=np.float32)
+            self._tree = cKDTree(self._np_points)
+            self.sign_min_distance = float(sign_margin * np.median(spacing))
+
+    def side(self, x: np.ndarray) -> np.ndarray:
+        """+1 outside, -1 inside, 0 too close to the scan to tell; x: (M, 3) unit box -> (M,) float32."""
+        d, j = self._tree.query(x, k=self.sign_k, workers=-1)
+        d, j = d.reshape(len(x), -1), j.reshape(len(x), -1)
+        offset = x[:, None, :] - self._np_points[j]
+        vote = (np.einsum("mkc,mkc->mk", offset, self._np_normals[j]) / np.maximum(d, 1e-9)).sum(1)
+        return (np.sign(vote) * (d[:, 0] > self.sign_min_distance)).astype(np.float32)
 
     def sample(self) -> Batch:
         g = self.generator
@@ -66,7 +87,11 @@ class Sampler:
             near = (self.points[j] + noise * self.sigma[j, None]).clamp(-1, 1)
         else:
             near = torch.empty(0, 3, device=self.device)
-        return Batch(self.points[idx], self.normals[idx], uniform, near)
+        off_sign = None
+        if self.sign_k:
+            off = torch.cat([uniform, near]).cpu().numpy()
+            off_sign = torch.as_tensor(self.side(off)).to(self.device)
+        return Batch(self.points[idx], self.normals[idx], uniform, near, off_sign)
 
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()

@@ -53,6 +53,8 @@ class FitConfig:
     """Near-surface off-surface points per scan point."""
     near_scale: float = 1.0
     """Near-surface noise, in units of the local point spacing."""
+    sign_k: int = 8
+    """Scan neighbours that vote on an off-surface point's side (used when loss.sign > 0)."""
     lr: float = 1e-4
     """Adam learning rate (peak)."""
     lr_final: float = 1.0
@@ -248,7 +250,8 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sampler = Sampler(normalization.to_unit(scan.points), scan.normals, config.batch,
                       uniform_ratio=config.uniform_ratio, near_ratio=config.near_ratio,
-                      near_scale=config.near_scale, seed=config.seed, device=device)
+                      near_scale=config.near_scale, seed=config.seed, device=device,
+                      sign_k=config.sign_k if config.loss.sign > 0 else 0)
     history: list[list[float]] = []
     start = 0
     if ckpt is not None:
@@ -278,7 +281,8 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         interactive = sys.stderr.isatty()
         bar = tqdm(total=config.steps, initial=start, unit="step", dynamic_ncols=True, leave=True,
                    desc=f"fit {Path(scan.path).name or 'scan'}", file=sys.stderr,
-                   mininterval=0.2 if interactive else 0, miniters=None if interactive else max(config.steps // 10, 1))
+                   mininterval=0.2 if interactive else 0, miniters=None if interactive else max(config.steps // 10, 1),
+                   maxinterval=10 if interactive else float("inf"))  # else tqdm's monitor lowers miniters
     t0 = time.perf_counter()
     step = start
     try:
@@ -292,7 +296,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                 f, g = model.sdf_and_grad(x, method=config.grad)
                 nb = len(batch.on)
                 terms = loss_terms(f[:nb], g[:nb], batch.normals, f[nb:nb + len(batch.uniform)], g[nb:],
-                                   config.loss.alpha)
+                                   config.loss.alpha, f[nb:], batch.off_sign)
                 loss = total_loss(terms, config.loss)
                 values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
                 if not all(math.isfinite(v) for v in values):
@@ -314,7 +318,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                         rate = (step - start) * points_per_step / max(time.perf_counter() - t0, 1e-9)
                         bar.set_postfix_str(
                             f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} "
-                            f"eik {values[3]:.3f} off {values[4]:.3f} | {rate / 1e3:.0f}k pts/s", refresh=False)
+                            f"eik {values[3]:.3f} off {values[4]:.3f} sign {values[5]:.1e} | {rate / 1e3:.0f}k pts/s", refresh=False)
                 if interrupted["hit"]:
                     save(step, time.perf_counter() - t0)
                     raise FitInterrupted(step, config.steps, str(model_path))

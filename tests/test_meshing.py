@@ -1,0 +1,144 @@
+"""Sparse coarse-to-fine extraction against dense extraction, on real SIREN fields; clean-up steps."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from click.testing import CliRunner
+from scipy.spatial import cKDTree
+
+from siren3d import meshing
+from siren3d.checkpoint import save_checkpoint
+from siren3d.cli import main
+from siren3d.errors import Siren3dError
+from siren3d.meshing import drop_small_components, extract_mesh, is_watertight
+from siren3d.model import ModelConfig, Siren
+from siren3d.normalization import Normalization
+from siren3d.training import FitConfig, fit
+
+UNIT = Normalization((0.0, 0.0, 0.0), 1.0)
+
+
+def _siren(init: str, seed: int = 0, width: int = 32, **kw) -> Siren:
+    torch.manual_seed(seed)
+    return Siren(ModelConfig(width=width, hidden_layers=2, init=init, **kw))
+
+
+@pytest.fixture(scope="session")
+def torus_fit(tmp_path_factory, torus_points):
+    """A short real fit of a torus: a field with a hole, ripples and the errors of a real fit."""
+    from siren3d.io import Scan
+
+    pts, nrm = torus_points
+    scan = Scan(points=pts * 10.0 + 3.0, normals=nrm, path="torus.ply")
+    cfg = FitConfig(steps=250, batch=1024, lr=5e-4, seed=3, checkpoint_every=0,
+                    model=ModelConfig(width=64, hidden_layers=2, init="sphere"))
+    result = fit(scan, cfg, tmp_path_factory.mktemp("torus"), progress=False)
+    return result.model, result.normalization
+
+
+def _same_surface(a, b, tol):
+    """Every face of a has a face of b at the same place, and the other way round."""
+    ca, cb = a.vertices[a.faces].mean(1), b.vertices[b.faces].mean(1)
+    assert len(ca) == len(cb)
+    assert cKDTree(cb).query(ca)[0].max() < tol
+    assert cKDTree(ca).query(cb)[0].max() < tol
+
+
+@pytest.mark.parametrize("backend", ["mcubes", "skimage"])
+@pytest.mark.parametrize("field", ["torus-fit", "paper-init", "sphere-init"])
+def test_sparse_equals_dense_at_128(field, backend, torus_fit):
+    if field == "torus-fit":
+        model, norm = torus_fit
+    else:  # a freshly initialized SIREN is full of surfaces: the hardest case for pruning
+        model, norm = (_siren("siren", width=64) if field == "paper-init" else _siren("sphere")), UNIT
+    kw = dict(backend=backend, refine=0, normals=False)
+    dense = extract_mesh(model, norm, 128, method="dense", **kw)
+    sparse = extract_mesh(model, norm, 128, method="sparse", **kw)
+    # A fresh paper-init SIREN has surfaces in every block: sparse must then cost about what dense does.
+    assert sparse.stats["evaluations"] < (1.05 if field == "paper-init" else 0.6) * dense.stats["evaluations"]
+    _same_surface(dense, sparse, tol=1e-4 * norm.scale)
+    assert sparse.stats["components"] == dense.stats["components"]
+    assert sparse.stats["watertight"] == dense.stats["watertight"]
+
+
+@pytest.mark.slow
+def test_sparse_equals_dense_at_256_without_seams(torus_fit):
+    model, norm = torus_fit
+    dense = extract_mesh(model, norm, 256, method="dense", refine=0, normals=False)
+    sparse = extract_mesh(model, norm, 256, refine=0, normals=False)
+    _same_surface(dense, sparse, tol=1e-4 * norm.scale)
+    assert len(np.unique(sparse.vertices, axis=0)) == len(sparse.vertices)  # block seams merged
+    assert sparse.stats["watertight"] == dense.stats["watertight"] == is_watertight(sparse.faces)
+    assert sparse.stats["components"] == dense.stats["components"]
+    assert sparse.stats["dense_evaluations"] / sparse.stats["evaluations"] > 4
+
+
+def test_refine_moves_vertices_onto_the_level_set_and_normals_point_out(torus_fit):
+    model, norm = torus_fit
+    raw = extract_mesh(model, norm, 48, refine=0)
+    ref = extract_mesh(model, norm, 48, refine=2)
+    err = ref.stats["level_error"]
+    assert err["after_mean"] < 0.2 * err["before_mean"]
+    assert err["before_mean"] == pytest.approx(raw.stats["level_error"]["before_mean"])
+    assert np.allclose(np.linalg.norm(ref.normals, axis=1), 1.0, atol=1e-6)
+    # Outward: the normals agree with the faces' winding (negative inside, faces wound outward).
+    tm = ref.to_trimesh()
+    face_n = tm.face_normals
+    vert_n = ref.normals[ref.faces].mean(1)
+    assert (np.einsum("ij,ij->i", face_n, vert_n) > 0).mean() > 0.99
+
+
+def test_small_pieces_are_dropped_and_counted():
+    big = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    small = trimesh.creation.icosphere(subdivisions=1, radius=0.1)
+    small.apply_translation([3, 0, 0])
+    both = trimesh.util.concatenate([big, small])
+    v, f, _, kept, dropped = drop_small_components(both.vertices, both.faces, 0.1)
+    assert (kept, dropped) == (1, 1) and len(f) == len(big.faces) and len(v) == len(big.vertices)
+    assert is_watertight(f)
+    v, f, _, kept, dropped = drop_small_components(both.vertices, both.faces, 0.0)
+    assert (kept, dropped, len(f)) == (2, 0, len(both.faces))
+
+
+def test_a_surface_that_leaves_the_box_is_reported_and_pad_closes_it(caplog):
+    model = _siren("sphere", sphere_radius=1.05)
+    with caplog.at_level(logging.WARNING, logger="siren3d"):
+        open_mesh = extract_mesh(model, UNIT, 48, refine=0)
+    assert open_mesh.stats["touches_box"] and not open_mesh.stats["watertight"]
+    assert "--pad" in caplog.text
+    closed = extract_mesh(model, UNIT, 48, refine=0, pad=0.2)
+    assert closed.stats["watertight"] and not closed.stats["touches_box"]
+    boxed = extract_mesh(model, Normalization((10.0, 0.0, 0.0), 2.0), 48, refine=0,
+                         bbox=(7.0, -3.0, -3.0, 13.0, 3.0, 3.0))
+    assert boxed.stats["watertight"]
+    assert np.allclose(boxed.vertices.mean(0), [10, 0, 0], atol=0.2)
+
+
+def test_no_crossing_and_oversized_grids_are_refused(monkeypatch):
+    model = _siren("sphere")
+    with pytest.raises(Siren3dError, match="no 5 crossing"):
+        extract_mesh(model, UNIT, 32, level=5.0)
+    with pytest.raises(Siren3dError, match="largest supported"):
+        extract_mesh(model, UNIT, meshing.MAX_RES + 1)
+    monkeypatch.setattr(meshing, "_available_memory", lambda: 2 ** 30)  # a machine with 1 GiB free
+    with pytest.raises(Siren3dError, match=r"needs about [\d.]+ GiB but only 1.0 GiB"):
+        extract_mesh(model, UNIT, 1024, method="dense")
+
+
+def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
+    model = _siren("sphere")
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, Normalization((5.0, 5.0, 5.0), 4.0), {"config": FitConfig().to_dict()})
+    out = tmp_path / "m.ply"
+    r = CliRunner().invoke(main, ["mesh", str(path), "--res", "64", "--refine", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "of dense" in r.output and "watertight" in r.output and "refined" in r.output
+    mesh = trimesh.load(out)
+    assert mesh.is_watertight
+    assert np.allclose(np.linalg.norm(mesh.vertices - 5.0, axis=1), 2.0, atol=0.2)
+    assert b"property float nx" in out.read_bytes()[:2000]  # normals from grad f are written
