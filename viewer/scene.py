@@ -257,12 +257,12 @@ class FieldViewer:
         p = self.plotter
         for title in list(p.scalar_bars.keys()):
             p.remove_scalar_bar(title, render=False)
-        title = ("signed distance (scan units)" if self.kind == "distance"
-                 else "Eikonal error abs(norm(grad f) - 1)")
+        title = ("signed distance\n(scan units)" if self.kind == "distance"
+                 else "Eikonal error\nabs(norm(grad f) - 1)")
         actor = next((p.actors[f"slice-{k}"] for k in list(self.slices) + ["free"] if f"slice-{k}" in p.actors), None)
         if actor is None:
             return
-        p.add_scalar_bar(title=title, mapper=actor.mapper, vertical=True, position_x=0.86, position_y=0.3,
+        p.add_scalar_bar(title=title, mapper=actor.mapper, vertical=True, position_x=0.84, position_y=0.3,
                          width=0.06, height=0.5, color="black", title_font_size=12, label_font_size=11,
                          n_labels=5, fmt="%.3g")
 
