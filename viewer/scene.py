@@ -240,7 +240,7 @@ class FieldViewer:
         lo, hi = float(np.nanmin(d)), float(np.nanmax(d))
         levels = [k * step for k in range(int(lo / step) - 1, int(hi / step) + 2) if k != 0]
         self._add_lines(g.contour([0.0], scalars="distance") if lo < 0 < hi else None,
-                        f"contour-zero-{st.key}", "black", 3)
+                        f"contour-zero-{st.key}", "black" if self.kind == "distance" else "#00d8ff", 3)
         inside = [v for v in levels if lo < v < hi]
         self._add_lines(g.contour(inside, scalars="distance") if inside else None,
                         f"contour-lines-{st.key}", "#606060", 1)
