@@ -389,7 +389,14 @@ class FieldViewer:
         self._plane_widget = p.add_plane_widget(
             lambda normal, origin: self.move_free_slice(normal, origin), normal=tuple(self.free.normal),
             origin=tuple(self.free.origin), bounds=self.bounds, normal_rotation=True, implicit=True,
-            interaction_event="always", outline_translation=False, color="#444444")
+            interaction_event="always", outline_translation=False, color="#444444", factor=1.0,
+            outline_opacity=0.3)
+        # the widget's own plane stays pickable (drag it to move the slice) but nearly invisible:
+        # the free slice drawn under it is what the user looks at
+        w = self._plane_widget
+        rep = w.GetRepresentation() if hasattr(w, "GetRepresentation") else w
+        rep.GetPlaneProperty().SetOpacity(0.05)
+        rep.GetSelectedPlaneProperty().SetOpacity(0.1)
         self._plane_widget.SetEnabled(0)
         self.free.visible = False
         span = 0.5 * self.dmax
