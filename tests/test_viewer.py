@@ -191,6 +191,36 @@ def test_interactive_scene_toggles_and_updates_offscreen(offscreen):
         v.close()
 
 
+def test_keys_toggle_what_the_help_says(offscreen):
+    """Key presses through the real interactor (a window-mode plotter; EGL/OSMesa need no display)."""
+    from siren3d.viewer.scene import KEYS, FieldViewer
+
+    v = FieldViewer(sphere_model(), NORM, off_screen=False, window_size=(300, 200), interactive=True,
+                    slice_res=32, free_res=32, surface_res=24, surface=None, points=np.zeros((0, 3)))
+    try:
+        iren = v.plotter.iren.interactor
+
+        def press(key):
+            iren.SetKeySym(key)
+            iren.InvokeEvent("KeyPressEvent")
+
+        press("z")
+        press("o")
+        press("g")
+        press("l")
+        press("h")
+        assert not v.slices["z"].visible and v.free.visible and v.kind == "eikonal" and not v.contours_on
+        assert not v._help_actor.GetVisibility()
+        assert v._checkboxes["free"].GetRepresentation().GetState() == 1
+        press("g")
+        press("z")
+        assert v.kind == "distance" and v.slices["z"].visible
+        help_keys = " ".join(k for k, _ in KEYS)
+        assert all(k in help_keys for k in "xyzomilgh")
+    finally:
+        v.close()
+
+
 # ------------------------------------------------------------------------------------------ the command
 
 
