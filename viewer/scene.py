@@ -128,13 +128,6 @@ class FieldViewer:
         self.interactive = interactive
         self.source = source
 
-        # draw lines in front of the polygons they lie on (contours on their slice)
-        from vtkmodules.vtkRenderingCore import vtkMapper
-
-        vtkMapper.SetResolveCoincidentTopologyToPolygonOffset()
-        self.plotter = pv.Plotter(off_screen=off_screen, window_size=list(window_size), title=title)
-        self.plotter.set_background("white")
-
         # axis slices
         specs = slices if slices is not None else [(a, self.center["xyz".index(a)]) for a in "xyz"]
         self.slices: dict[str, _SliceState] = {}
@@ -154,6 +147,14 @@ class FieldViewer:
              else np.array([-0.5 * s, s]))
         self.dmax = nice_step(max(-float(d.min()), 0.3 * float(np.percentile(np.abs(d), 99)), 1e-6 * s))
         self.contour_step = nice_step(self.dmax / 4)
+
+        # the window, once the user's slices are known to be valid; lines are drawn in front of the
+        # polygons they lie on (contours on their slice)
+        from vtkmodules.vtkRenderingCore import vtkMapper
+
+        vtkMapper.SetResolveCoincidentTopologyToPolygonOffset()
+        self.plotter = pv.Plotter(off_screen=off_screen, window_size=list(window_size), title=title)
+        self.plotter.set_background("white")
 
         # free slice (shown in the window with its plane widget; off in screenshots)
         self.free = _SliceState("free", self.center.copy(), np.array([1.0, 1.0, 1.0]) / math.sqrt(3), int(free_res),
