@@ -16,7 +16,7 @@ import numpy as np
 from siren3d.errors import Siren3dError
 from siren3d.normalization import Normalization
 
-from .slices import DEFAULT_CHUNK, FieldEvaluator, _as_callable, axis_slice, evaluate_slice
+from .slices import DEFAULT_CHUNK, FieldEvaluator, _as_callable, axis_slice, box_section, evaluate_slice
 
 #: Diverging colormap for signed distance: negative (inside) blue, positive (outside) red, white at 0.
 DISTANCE_CMAP = "RdBu_r"
@@ -191,10 +191,15 @@ class FieldViewer:
         pv = self.pv
         t0 = time.perf_counter()
         free = st.key == "free"
-        # an axis slice spans the box exactly; the free one spans the box diagonal, clipped to the box below
-        size = 2.0 * self.scale * (math.sqrt(3.0) if free else 1.0)
-        sl = evaluate_slice(self.field, self.normalization, st.origin, st.normal, size, st.res,
-                            eikonal=self.kind == "eikonal")
+        # an axis slice spans the box exactly; the free one spans the rectangle around its section of
+        # the box, with the samples outside the box left unevaluated (NaN, drawn transparent)
+        centre, size = st.origin, 2.0 * self.scale
+        if free:
+            section = box_section(st.origin, st.normal, self.center - self.scale, self.center + self.scale)
+            if section is not None:
+                centre, size = section
+        sl = evaluate_slice(self.field, self.normalization, centre, st.normal, size, st.res,
+                            eikonal=self.kind == "eikonal", clip_to_box=free)
         st.ms = (time.perf_counter() - t0) * 1e3
         nv, nu = sl.distance.shape
         if st.grid is None or st.grid.dimensions != (nu, nv, 1):
@@ -202,15 +207,9 @@ class FieldViewer:
             st.grid.dimensions = (nu, nv, 1)
         pts = sl.points.reshape(-1, 3)
         st.grid.points = pts
-        arrays = {"distance": sl.distance.ravel()}
+        st.grid.point_data["distance"] = sl.distance.ravel()
         if sl.eikonal is not None:
-            arrays["eikonal"] = sl.eikonal.ravel()
-        if free:  # outside the box: NaN, drawn fully transparent and never contoured
-            outside = (np.abs(pts - self.center) > self.scale * (1 + 1e-9)).any(axis=1)
-            for a in arrays.values():
-                a[outside] = np.nan
-        for name, a in arrays.items():
-            st.grid.point_data[name] = a
+            st.grid.point_data["eikonal"] = sl.eikonal.ravel()
 
     def _clim(self):
         return (-self.dmax, self.dmax) if self.kind == "distance" else EIKONAL_CLIM

@@ -171,7 +171,7 @@ def _as_callable(field):
 
 
 def evaluate_slice(field, normalization: Normalization | None, origin, normal, size, res,
-                   *, eikonal: bool = False) -> Slice:
+                   *, eikonal: bool = False, clip_to_box: bool = False) -> Slice:
     """Evaluate ``field`` on a plane given in scan coordinates.
 
     field: a Siren, a :class:`FieldEvaluator`, or a callable unit-box points (N, 3) -> f (N,)
@@ -181,25 +181,59 @@ def evaluate_slice(field, normalization: Normalization | None, origin, normal, s
         units (or (width, height)); res: samples per side (or (nu, nv)).
     eikonal: also compute | ||grad f|| - 1 | from the field's gradient (the network's analytic
         gradient for a Siren; central differences for a plain callable).
+    clip_to_box: samples outside the unit box (the region the field was fitted in) are not evaluated
+        and come back NaN.
     Returns a :class:`Slice` with points in scan coordinates and distances in scan units.
     """
     pts, u, v, n = slice_points(origin, normal, size, res)
     nv, nu = pts.shape[:2]
     flat = pts.reshape(-1, 3)
     unit = normalization.to_unit(flat) if normalization is not None else flat
+    keep = (np.abs(unit) <= 1.0 + 1e-6).all(axis=1) if clip_to_box else slice(None)
     values, value_and_grad = _as_callable(field)
-    err = None
+    f = np.full(len(flat), np.nan)
+    err = np.full(len(flat), np.nan) if eikonal else None
     if eikonal:
-        f, g = value_and_grad(unit)
+        fk, g = value_and_grad(unit[keep])
+        f[keep] = fk
         # a uniform scale leaves ||grad f|| unchanged, so the error is the same in either frame
-        err = np.abs(np.linalg.norm(np.asarray(g, dtype=np.float64), axis=1) - 1.0).reshape(nv, nu)
+        err[keep] = np.abs(np.linalg.norm(np.asarray(g, dtype=np.float64), axis=1) - 1.0)
+        err = err.reshape(nv, nu)
     else:
-        f = values(unit)
-    f = np.asarray(f, dtype=np.float64)
+        f[keep] = values(unit[keep])
     d = normalization.distance_to_scan(f) if normalization is not None else f
     w, h = (float(size), float(size)) if np.isscalar(size) else (float(size[0]), float(size[1]))
     return Slice(points=pts, distance=d.reshape(nv, nu), eikonal=err, origin=np.asarray(origin, float).reshape(3),
                  normal=n, u=u, v=v, size=(w, h), res=(nu, nv))
+
+
+def box_section(origin, normal, lo, hi) -> tuple[np.ndarray, tuple[float, float]] | None:
+    """The smallest slice rectangle (in the plane's own u, v axes) covering the plane's section of a box.
+
+    Returns (centre on the plane, (width, height)), or None when the plane misses the box. A free
+    slice sized this way spends its samples on the box, not on the empty corners of a bigger square.
+    """
+    u, v, n = plane_basis(normal)
+    o = np.asarray(origin, dtype=np.float64).reshape(3)
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    corners = np.array([[(lo, hi)[i >> k & 1][k] for k in range(3)] for i in range(8)])
+    h = (corners - o) @ n
+    pts = [c for c, hc in zip(corners, h) if abs(hc) < 1e-12]
+    for i in range(8):
+        for k in range(3):
+            j = i | (1 << k)
+            if j != i and h[i] * h[j] < 0:
+                t = h[i] / (h[i] - h[j])
+                pts.append(corners[i] + t * (corners[j] - corners[i]))
+    if not pts:
+        return None
+    q = np.asarray(pts) - o
+    su, sv = q @ u, q @ v
+    w, ht = float(su.max() - su.min()), float(sv.max() - sv.min())
+    if not (w > 0 and ht > 0):
+        return None
+    centre = o + 0.5 * (su.max() + su.min()) * u + 0.5 * (sv.max() + sv.min()) * v
+    return centre, (w, ht)
 
 
 def axis_slice(axis: str | int, value: float, normalization: Normalization | None, pad: float = 1.0
