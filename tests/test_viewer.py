@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -271,6 +272,14 @@ def test_view_screenshot_with_a_slice_and_the_mesh_file_of_the_run(offscreen, ru
     assert r.exit_code == 0, r.output
     img = np.asarray(Image.open(out).convert("RGB"))
     assert img.shape == (300, 300, 3) and _is_blue(img[150, 150])  # the centre of the slice is inside
+
+    from siren3d.viewer.data import load_run
+
+    view = load_run(run_dir / "model.pt", points=False)
+    assert view.surface_source == str(run_dir / "mesh-64.ply") and len(view.surface[1]) == len(ball.faces)
+    os.utime(run_dir / "mesh-64.ply", (1e9, 1e9))  # a mesh from before the model was (re)fitted: stale
+    view = load_run(run_dir / "model.pt", points=False)
+    assert view.surface_source.startswith("extracted") and any("older than model.pt" in n for n in view.notes)
 
 
 def test_view_errors_are_one_line(offscreen, run_dir, tmp_path, monkeypatch):

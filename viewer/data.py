@@ -65,9 +65,14 @@ def input_path(run_dir: Path, meta: dict) -> str | None:
 
 def load_surface(model: Siren, normalization: Normalization, run_dir: Path, res: int = SURFACE_RES,
                  notes: list[str] | None = None) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
-    """The run's newest mesh-*.ply, else the zero level set extracted at ``res``; (None, why) if neither."""
+    """The run's newest mesh-*.ply (unless older than its model.pt), else the zero level set extracted
+    at ``res``; (None, "") if neither."""
     notes = notes if notes is not None else []
     mesh_file = newest_mesh(run_dir)
+    model_file = Path(run_dir) / "model.pt"
+    if mesh_file is not None and model_file.exists() and mesh_file.stat().st_mtime < model_file.stat().st_mtime:
+        notes.append(f"{mesh_file}: older than model.pt (the fit went on since); extracting the surface instead")
+        mesh_file = None
     if mesh_file is not None:
         try:
             import trimesh
