@@ -198,6 +198,15 @@ def test_interactive_scene_toggles_and_updates_offscreen(offscreen):
         r = np.linalg.norm(v._surface_poly.points - CENTER, axis=1)
         np.testing.assert_allclose(r, RADIUS + 6.0, atol=0.03 * SCALE)
         assert "contour-level-x" in v.plotter.actors
+        # Eikonal values always belong to the slice's current plane (moved while showing distance)
+        v.set_eikonal(True)
+        v.set_eikonal(False)
+        v.move_free_slice((0.0, 1.0, 0.0), CENTER)
+        assert "eikonal" not in v.free.grid.point_data  # the old plane's values are gone
+        v.set_eikonal(True)
+        np.testing.assert_allclose(v.free.grid.points[:, 1], CENTER[1], atol=1e-9)
+        assert np.nanmax(v.free.grid["eikonal"]) < 1e-4 and v.kind == "eikonal"
+        v.set_eikonal(False)
         # the Eikonal view: zero error for an exact distance
         v.set_eikonal(True)
         assert v.kind == "eikonal" and np.nanmax(v.slices["x"].grid["eikonal"]) < 1e-4

@@ -210,6 +210,8 @@ class FieldViewer:
         st.grid.point_data["distance"] = sl.distance.ravel()
         if sl.eikonal is not None:
             st.grid.point_data["eikonal"] = sl.eikonal.ravel()
+        elif "eikonal" in st.grid.point_data:  # belonged to the plane before this one
+            st.grid.point_data.remove("eikonal")
 
     def _clim(self):
         return (-self.dmax, self.dmax) if self.kind == "distance" else EIKONAL_CLIM
