@@ -188,5 +188,46 @@ def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: s
     click.echo(f"wrote {output}", err=True)
 
 
+@main.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--run", "run", type=click.Path(path_type=Path), default=None,
+              help="Run folder or model.pt [default: the most recent run under runs/].")
+@click.option("--screenshot", type=click.Path(path_type=Path), default=None,
+              help="Render offscreen (no window) and write this image (.png .jpg .bmp .tif).")
+@click.option("--slice", "slices", multiple=True, metavar="AXIS=VALUE",
+              help="Axis slice at a coordinate in scan units, e.g. z=0.1; repeatable "
+                   "[default: x, y and z through the centre of the box].")
+@click.option("--size", default="1024x768", show_default=True, metavar="WxH",
+              help="Window or image size in pixels.")
+@click.option("--res", type=click.IntRange(min=2, max=4096), default=256, show_default=True,
+              help="Samples per side of each slice (the field is evaluated at every one).")
+@click.option("--level", type=float, default=0.0, show_default=True,
+              help="Iso level of the surface shown, in scan units (the slider's start).")
+@click.option("--eikonal", is_flag=True, help="Colour slices by Eikonal error |‖∇f‖ − 1| instead of distance.")
+@click.option("--view", "view", type=click.Choice(["iso", "x", "y", "z"]), default="iso", show_default=True,
+              help="Camera: isometric, or looking down an axis.")
+@click.option("--no-surface", is_flag=True, help="Do not show the zero-level surface.")
+@click.option("--no-points", is_flag=True, help="Do not show the input points.")
+@_user_errors
+def view(model: Path | None, run: Path | None, screenshot: Path | None, slices, size: str, res: int, level: float,
+         eikonal: bool, view: str, no_surface: bool, no_points: bool) -> None:
+    """Explore a fitted field: slices coloured by signed distance, contours, surface, input points.
+
+    \b
+    Opens an interactive window (keys: x y z o m i l g h; h shows the list), or with --screenshot
+    renders the same scene offscreen into an image, e.g.
+      siren3d view --screenshot field.png --slice z=0.1 --size 1024x768
+    """
+    from .runs import resolve_model
+    from .viewer.app import view_run
+
+    model_path = resolve_model(model or run)
+    out = view_run(model_path, screenshot=screenshot, slices=slices, size=size, res=res, level=level,
+                   eikonal=eikonal, view=view, surface=not no_surface, points=not no_points,
+                   echo=lambda msg: click.echo(msg, err=True))
+    if out is not None:
+        click.echo(f"wrote {out}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

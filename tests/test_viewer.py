@@ -1,0 +1,323 @@
+"""The field viewer: exact slices, offscreen screenshots that show the scene, the `view` command.
+
+The field is a real model file whose network computes an exact sphere distance: a SIREN with the
+sphere prior (f = SIREN(x) + |x| - r) and its output layer zeroed, so f = |x| - r everywhere and
+every pixel can be checked against geometry. Rendering is offscreen (EGL or OSMesa through the vtk
+wheel); no window, no display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from siren3d.checkpoint import save_checkpoint
+from siren3d.cli import main
+from siren3d.io import save_points_ply
+from siren3d.model import ModelConfig, Siren
+from siren3d.normalization import Normalization
+from siren3d.synthetic import torus
+from siren3d.viewer.slices import FieldEvaluator, box_section, evaluate_slice, plane_basis
+
+CENTER = np.array([100.0, -50.0, 7.0])
+SCALE = 40.0          # unit box -> scan units
+RADIUS = 0.5 * SCALE  # the sphere's radius in scan units
+NORM = Normalization(tuple(CENTER), SCALE)
+
+
+def sphere_model(width: int = 16) -> Siren:
+    model = Siren(ModelConfig(width=width, hidden_layers=1, init="sphere", sphere_radius=0.5))
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.zero_()
+    return model.eval()
+
+
+def exact(points):
+    return np.linalg.norm(np.asarray(points) - CENTER, axis=-1) - RADIUS
+
+
+@pytest.fixture(scope="module")
+def offscreen():
+    from siren3d.viewer.render import require_offscreen
+
+    return require_offscreen()  # a Siren3dError here says what to install
+
+
+@pytest.fixture
+def run_dir(tmp_path, sphere_points):
+    """A run folder as `siren3d fit` leaves it: model.pt and fit.json naming an input scan that exists."""
+    pts, nrm = sphere_points
+    scan = tmp_path / "ball.ply"
+    save_points_ply(scan, pts * SCALE + CENTER, nrm)
+    run = tmp_path / "runs" / "ball"
+    meta = {"step": 0, "input": {"path": str(scan), "points": len(pts)}}
+    save_checkpoint(run / "model.pt", sphere_model(), NORM, meta)
+    (run / "fit.json").write_text(json.dumps(meta))
+    return run
+
+
+# ------------------------------------------------------------------------------------------ slices
+
+
+def test_plane_basis_is_orthonormal_and_right_handed():
+    rng = np.random.default_rng(0)
+    for n in [*np.eye(3), *-np.eye(3), *rng.normal(size=(50, 3))]:
+        u, v, w = plane_basis(n)
+        np.testing.assert_allclose(np.array([u, v, w]) @ np.array([u, v, w]).T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(np.cross(u, v), w, atol=1e-12)
+        np.testing.assert_allclose(w, n / np.linalg.norm(n), atol=1e-12)
+    u, v, _ = plane_basis((0, 0, 1))
+    assert np.allclose(u, (1, 0, 0)) and np.allclose(v, (0, 1, 0))  # a z slice is not rotated
+
+
+def test_evaluate_slice_of_the_network_is_the_exact_distance_in_scan_units():
+    model = sphere_model()
+    origin, normal = CENTER + (3.0, -2.0, 5.0), np.array([0.2, 0.3, 1.0])
+    sl = evaluate_slice(model, NORM, origin, normal, (60.0, 30.0), (33, 17), eikonal=True)
+    assert sl.points.shape == (17, 33, 3) and sl.distance.shape == (17, 33) and sl.res == (33, 17)
+    # the samples lie on the plane, on a regular grid spanning the requested size, centred on origin
+    n = normal / np.linalg.norm(normal)
+    np.testing.assert_allclose((sl.points - origin) @ n, 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(sl.points[0, -1] - sl.points[0, 0]), 60.0, rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(sl.points[-1, 0] - sl.points[0, 0]), 30.0, rtol=1e-12)
+    np.testing.assert_allclose(sl.points.reshape(-1, 3).mean(0), origin, atol=1e-9)
+    # values: the sphere's signed distance, in scan units (float32 network: ~1e-6 relative)
+    np.testing.assert_allclose(sl.distance, exact(sl.points), atol=1e-4 * SCALE)
+    assert sl.distance.min() < 0 < sl.distance.max()
+    # the Eikonal error of an exact distance is zero
+    assert sl.eikonal.shape == (17, 33) and sl.eikonal.max() < 1e-4
+
+
+def test_evaluate_slice_of_a_plain_callable_and_its_finite_difference_eikonal():
+    sdf = torus(0.5, 0.18)
+    sl = evaluate_slice(sdf, None, (0.0, 0.0, 0.0), (0.0, 1.0, 0.0), 2.0, 65, eikonal=True)
+    np.testing.assert_allclose(sl.distance, sdf(sl.points.reshape(-1, 3)).reshape(65, 65), atol=1e-12)
+    assert np.median(sl.eikonal) < 1e-6  # exact distance away from the medial axis
+    # a field that is twice a distance has an Eikonal error of 1 everywhere
+    twice = evaluate_slice(lambda p: 2 * sdf(p), None, (0, 0, 0), (1, 1, 0), 1.5, 9, eikonal=True)
+    np.testing.assert_allclose(np.median(twice.eikonal), 1.0, atol=1e-5)
+
+
+def test_box_section_and_clipping_spend_the_samples_on_the_box():
+    lo, hi = CENTER - SCALE, CENTER + SCALE
+    centre, size = box_section(CENTER + (0, 0, 5.0), (0, 0, 1), lo, hi)  # an axis plane: the box's face
+    np.testing.assert_allclose(centre, CENTER + (0, 0, 5.0), atol=1e-9)
+    np.testing.assert_allclose(size, (2 * SCALE, 2 * SCALE), atol=1e-9)
+    assert box_section(CENTER + (0, 0, 2 * SCALE), (0, 0, 1), lo, hi) is None  # misses the box
+    normal = np.array([1.0, 2.0, 0.5])
+    centre, size = box_section(CENTER + (5.0, 0, 0), normal, lo, hi)
+    sl = evaluate_slice(sphere_model(), NORM, centre, normal, size, 64, clip_to_box=True, eikonal=True)
+    inside = (np.abs(sl.points - CENTER) <= SCALE * (1 + 1e-6)).all(axis=-1)
+    assert np.isnan(sl.distance[~inside]).all() and np.isnan(sl.eikonal[~inside]).all()
+    np.testing.assert_allclose(sl.distance[inside], exact(sl.points[inside]), atol=1e-4 * SCALE)
+    # every edge of the rectangle touches the section: more than half the samples are in the box
+    assert inside.mean() > 0.5 and inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+
+
+def test_fast_evaluator_matches_the_model():
+    model = Siren(ModelConfig(width=64, hidden_layers=2))
+    x = torch.rand(10_000, 3) * 2 - 1
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(FieldEvaluator(model, chunk=1000)(x.numpy()), ref, atol=2e-5)
+
+
+def test_evaluate_slice_rejects_bad_planes():
+    with pytest.raises(ValueError, match="normal"):
+        evaluate_slice(sphere_model(), NORM, CENTER, (0, 0, 0), 10.0, 8)
+    with pytest.raises(ValueError, match="resolution"):
+        evaluate_slice(sphere_model(), NORM, CENTER, (0, 0, 1), 10.0, 1)
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def _is_blue(px):
+    r, g, b = (int(c) for c in px)
+    return b > r + 30
+
+
+def _is_red(px):
+    r, g, b = (int(c) for c in px)
+    return r > b + 30
+
+
+def test_zero_contour_is_drawn_where_the_sphere_surface_is(offscreen):
+    from siren3d.viewer.scene import FieldViewer
+
+    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+                    interactive=False, view="z", slice_res=256)
+    try:
+        img = v.image()
+        assert img.shape == (500, 500, 3)
+        assert _is_blue(img[v.world_to_pixel(CENTER + (1.0, 1.5, 0.0))])           # inside (-18.2)
+        assert _is_red(img[v.world_to_pixel(CENTER + (33.0, 27.0, 0.0))])          # outside (+22.6)
+        # walk outward from the centre along 8 directions: the black (zero) contour is at the radius
+        px_per_unit = abs(v.world_to_pixel(CENTER + (10.0, 0, 0))[1] - v.world_to_pixel(CENTER)[1]) / 10.0
+        assert px_per_unit > 3
+        for angle in np.linspace(0, 2 * np.pi, 8, endpoint=False):
+            d = np.array([math.cos(angle), math.sin(angle), 0.0])
+            radii = np.linspace(0.5 * RADIUS, 1.5 * RADIUS, 400)
+            px = np.array([img[v.world_to_pixel(CENTER + r * d)] for r in radii]).astype(int)
+            black = radii[px.max(axis=1) < 60]
+            assert len(black), f"no zero contour along {d}"
+            # the line is 3 pixels wide, and pixel centres round: within 2.5 pixels of the true surface
+            assert np.all(np.abs(black - RADIUS) < 2.5 / px_per_unit), (angle, black.min(), black.max())
+    finally:
+        v.close()
+
+
+def test_interactive_scene_toggles_and_updates_offscreen(offscreen):
+    from siren3d.viewer.scene import FieldViewer
+
+    v = FieldViewer(sphere_model(), NORM, off_screen=True, window_size=(400, 300), interactive=True,
+                    slice_res=64, free_res=64, surface_res=48)
+    try:
+        assert {"slice-x", "slice-y", "slice-z", "help"} <= set(v.plotter.actors)
+        v.toggle_slice("z")
+        assert not v.plotter.actors["slice-z"].GetVisibility() and "contour-zero-z" not in v.plotter.actors
+        assert v._checkboxes["z"].GetRepresentation().GetState() == 0  # the check box follows the key
+        v.toggle_slice("z")
+        assert v.plotter.actors["slice-z"].GetVisibility() and "contour-zero-z" in v.plotter.actors
+        # the free slice: exact values on the moved plane, NaN (transparent) outside the box
+        v.toggle_slice("free", True)
+        ms = v.move_free_slice((1.0, 2.0, 0.5), CENTER + (5.0, 0.0, 0.0))
+        d = v.free.grid["distance"]
+        inside = ~np.isnan(d)
+        assert ms > 0 and 0.5 < inside.mean() < 1.0
+        np.testing.assert_allclose(d[inside], exact(v.free.grid.points[inside]), atol=1e-4 * SCALE)
+        # the offset surface from the slider: a sphere of radius RADIUS + level
+        v.set_level(6.0)
+        r = np.linalg.norm(v._surface_poly.points - CENTER, axis=1)
+        np.testing.assert_allclose(r, RADIUS + 6.0, atol=0.03 * SCALE)
+        assert "contour-level-x" in v.plotter.actors
+        # Eikonal values always belong to the slice's current plane (moved while showing distance)
+        v.set_eikonal(True)
+        v.set_eikonal(False)
+        v.move_free_slice((0.0, 1.0, 0.0), CENTER)
+        assert "eikonal" not in v.free.grid.point_data  # the old plane's values are gone
+        v.set_eikonal(True)
+        np.testing.assert_allclose(v.free.grid.points[:, 1], CENTER[1], atol=1e-9)
+        assert np.nanmax(v.free.grid["eikonal"]) < 1e-4 and v.kind == "eikonal"
+        v.set_eikonal(False)
+        # the Eikonal view: zero error for an exact distance
+        v.set_eikonal(True)
+        assert v.kind == "eikonal" and np.nanmax(v.slices["x"].grid["eikonal"]) < 1e-4
+        assert any("Eikonal" in title for title in v.plotter.scalar_bars.keys())
+        img = v.image()
+        assert img.shape == (300, 400, 3)
+    finally:
+        v.close()
+
+
+def test_keys_toggle_what_the_help_says(offscreen):
+    """Key presses through the real interactor (a window-mode plotter; EGL/OSMesa need no display)."""
+    from siren3d.viewer.scene import KEYS, FieldViewer
+
+    v = FieldViewer(sphere_model(), NORM, off_screen=False, window_size=(300, 200), interactive=True,
+                    slice_res=32, free_res=32, surface_res=24, surface=None, points=np.zeros((0, 3)))
+    try:
+        iren = v.plotter.iren.interactor
+
+        def press(key):
+            iren.SetKeySym(key)
+            iren.InvokeEvent("KeyPressEvent")
+
+        press("z")
+        press("o")
+        press("g")
+        press("l")
+        press("h")
+        assert not v.slices["z"].visible and v.free.visible and v.kind == "eikonal" and not v.contours_on
+        assert not v._help_actor.GetVisibility()
+        assert v._checkboxes["free"].GetRepresentation().GetState() == 1
+        press("g")
+        press("z")
+        assert v.kind == "distance" and v.slices["z"].visible
+        help_keys = " ".join(k for k, _ in KEYS)
+        assert all(k in help_keys for k in "xyzomilgh")
+    finally:
+        v.close()
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+def test_view_screenshot_writes_an_image_of_the_scene(offscreen, run_dir, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "shots" / "field.png"
+    r = CliRunner().invoke(main, ["view", "--run", str(run_dir), "--screenshot", str(out),
+                                  "--size", "480x360", "--res", "96"])
+    assert r.exit_code == 0, r.output
+    assert f"wrote {out}" in r.output
+    assert [p.name for p in out.parent.iterdir()] == ["field.png"]  # no temporary file left behind
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape == (360, 480, 3)
+    flat = img.reshape(-1, 3).astype(int)
+    blue = (flat[:, 2] > flat[:, 0] + 60).sum()
+    red = (flat[:, 0] > flat[:, 2] + 60).sum()
+    assert blue > 500 and red > 500, (blue, red)  # inside and outside of the object both show
+
+
+def test_view_screenshot_with_a_slice_and_the_mesh_file_of_the_run(offscreen, run_dir, tmp_path, monkeypatch):
+    import trimesh
+    from PIL import Image
+
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=RADIUS)
+    ball.apply_translation(CENTER)
+    ball.export(run_dir / "mesh-64.ply")
+    monkeypatch.chdir(tmp_path)  # the most recent run under runs/
+    out = tmp_path / "z.png"
+    r = CliRunner().invoke(main, ["view", "--screenshot", str(out), "--slice", f"z={CENTER[2] + 5}",
+                                  "--view", "z", "--size", "300x300", "--res", "64"])
+    assert r.exit_code == 0, r.output
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape == (300, 300, 3) and _is_blue(img[150, 150])  # the centre of the slice is inside
+
+    from siren3d.viewer.data import load_run
+
+    view = load_run(run_dir / "model.pt", points=False)
+    assert view.surface_source == str(run_dir / "mesh-64.ply") and len(view.surface[1]) == len(ball.faces)
+    os.utime(run_dir / "mesh-64.ply", (1e9, 1e9))  # a mesh from before the model was (re)fitted: stale
+    view = load_run(run_dir / "model.pt", points=False)
+    assert view.surface_source.startswith("extracted") and any("older than model.pt" in n for n in view.notes)
+
+
+def test_view_errors_are_one_line(offscreen, run_dir, tmp_path, monkeypatch):
+    runner = CliRunner()
+    cases = [
+        (["--screenshot", str(tmp_path / "a.xyz")], "cannot write '.xyz' images"),
+        (["--screenshot", str(tmp_path / "a.png"), "--slice", "w=3"], "expected AXIS=VALUE"),
+        (["--screenshot", str(tmp_path / "a.png"), "--slice", "z=1000"], "outside the field's box"),
+        (["--screenshot", str(tmp_path / "a.png"), "--size", "big"], "expected WIDTHxHEIGHT"),
+    ]
+    for args, message in cases:
+        r = runner.invoke(main, ["view", "--run", str(run_dir), *args])
+        assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "a.png").exists()
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    r = runner.invoke(main, ["view", "--run", str(run_dir)])
+    assert r.exit_code == 2 and "no display" in r.output and "--screenshot" in r.output
+
+
+def test_missing_input_scan_is_a_note_not_an_error(offscreen, run_dir, tmp_path):
+    from siren3d.viewer.data import load_run
+
+    view = load_run(run_dir / "model.pt", surface=False)
+    assert view.points is not None and len(view.points) == 3000
+    np.testing.assert_allclose(np.abs(exact(view.points)), 0, atol=0.01 * SCALE)
+    (tmp_path / "ball.ply").unlink()
+    view = load_run(run_dir / "model.pt")
+    assert view.points is None and any("no longer there" in n for n in view.notes)
+    # no mesh file in the run: the surface is extracted from the field
+    assert view.surface is not None and view.surface_source.startswith("extracted")
+    np.testing.assert_allclose(np.linalg.norm(view.surface[0] - CENTER, axis=1), RADIUS, atol=0.03 * SCALE)
