@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from siren3d.meshing import evaluate_with_grad
 from siren3d.model import Siren
 from siren3d.normalization import Normalization
 
@@ -100,22 +101,15 @@ def slice_points(origin, normal, size, res) -> tuple[np.ndarray, np.ndarray, np.
 
 
 class FieldEvaluator:
-    """Evaluates a SIREN fast for display: w0 folded into each layer's weights, in-place sines.
-
-    ``sin(w0 (W x + b)) = sin((w0 W) x + w0 b)``: one ``addmm`` and one in-place ``sin`` per layer,
-    no autograd, preallocated per chunk. Same numbers as ``model(x)`` to float32 rounding.
+    """A SIREN evaluated for display, in chunks: values through ``Siren.evaluator`` (w0 folded into
+    the weights, in-place sines) and gradients through the model's analytic gradient.
     Build it again if the model's weights change.
     """
 
     def __init__(self, model: Siren, chunk: int = DEFAULT_CHUNK):
         self.model = model
         self.chunk = int(chunk)
-        with torch.no_grad():
-            self.layers = [((layer.w0 * layer.linear.weight).t().contiguous().float(),
-                            (layer.w0 * layer.linear.bias).float()) for layer in model.layers]
-            self.out_w = model.out.weight.detach().t().contiguous().float()  # (width, 1)
-            self.out_b = model.out.bias.detach().float()
-        self.sphere_radius = model.config.sphere_radius if model.sphere_prior else None
+        self._f = model.evaluator()
 
     @torch.inference_mode()
     def __call__(self, points: np.ndarray) -> np.ndarray:
@@ -123,26 +117,12 @@ class FieldEvaluator:
         x_all = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float32))
         out = np.empty(len(x_all), dtype=np.float32)
         for i in range(0, len(x_all), self.chunk):
-            x = x_all[i:i + self.chunk]
-            h = x
-            for w, b in self.layers:
-                h = torch.addmm(b, h, w).sin_()
-            f = torch.addmm(self.out_b, h, self.out_w).squeeze(-1)
-            if self.sphere_radius is not None:
-                f += x.norm(dim=-1) - self.sphere_radius
-            out[i:i + len(x)] = f.numpy()
+            out[i:i + self.chunk] = self._f(x_all[i:i + self.chunk]).numpy()
         return out
 
     def value_and_grad(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-box points (N, 3) -> (f (N,), grad f (N, 3)), the model's analytic gradient."""
-        x_all = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float32))
-        fs, gs = [], []
-        with torch.no_grad():
-            for i in range(0, len(x_all), self.chunk):
-                f, g = self.model.sdf_and_grad(x_all[i:i + self.chunk], method="analytic", create_graph=False)
-                fs.append(f.numpy())
-                gs.append(g.numpy())
-        return np.concatenate(fs), np.concatenate(gs)
+        return evaluate_with_grad(self.model, np.asarray(points, dtype=np.float32), self.chunk)
 
 
 def _as_callable(field):
