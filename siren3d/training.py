@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -134,6 +135,59 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def step_memory_bytes(config: FitConfig) -> int:
+    """Rough working memory of one training step: activations kept for the two backward passes.
+
+    Per point the fused kernel keeps about four (width,) vectors per sine layer (h, w0 cos z, v, u),
+    and its backward a few more; measured within ~30 % of this on the CPU (see tests/test_faults.py).
+    """
+    points = config.batch * (1 + config.uniform_ratio + config.near_ratio)
+    layers = config.model.hidden_layers + 1
+    return int(points * config.model.width * (4 * layers + 6) * 4)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the step may use: free GPU memory for CUDA, MemAvailable for the CPU (None: unknown)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except Exception:  # noqa: BLE001 - no answer is not an error
+            return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_step_memory(config: FitConfig, device: torch.device) -> None:
+    """Refuse a batch whose step cannot fit in memory, before anything is allocated."""
+    need = step_memory_bytes(config)
+    avail = available_memory(device)
+    if avail is not None and need > avail:
+        per_point = need / config.batch
+        fits = int(0.8 * avail / per_point)
+        raise Siren3dError(
+            f"--batch {config.batch:,} needs about {need / 2**30:,.1f} GiB per training step but only "
+            f"{avail / 2**30:,.1f} GiB is available on {device.type}; use --batch {max(fits, 1):,} or less")
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """Fail early, without creating anything, if ``run_dir`` cannot be created or written."""
+    p = Path(run_dir)
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise Siren3dError(f"cannot create the output folder: {p} is a file, not a folder", run_dir)
+    if p.exists() and not os.access(p, os.W_OK | os.X_OK):
+        raise Siren3dError(f"cannot write to the output folder (permission denied on {p})", run_dir)
+
+
 def lr_at(step: int, cfg: FitConfig) -> float:
     """Learning rate for a 0-based step: linear warm-up, then cosine decay to lr * lr_final."""
     if cfg.warmup and step < cfg.warmup:
@@ -222,7 +276,10 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         ckpt = load_checkpoint(model_path)
         if ckpt.train is None:
             raise Siren3dError("the model file has no training state to resume from", model_path)
-        old = FitConfig.from_dict(ckpt.meta["fit"])
+        try:
+            old = FitConfig.from_dict(ckpt.meta["fit"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise Siren3dError(f"the model file's fit settings are unusable ({e})", model_path) from None
         config = replace(old, steps=max(config.steps, old.steps), device=config.device,
                          checkpoint_every=config.checkpoint_every)
         normalization = ckpt.normalization
@@ -232,6 +289,8 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     else:
         normalization = Normalization.fit(scan.points, config.margin)
 
+    check_step_memory(config, device)
+    check_output_dir(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -252,9 +311,14 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     history: list[list[float]] = []
     start = 0
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt.train["optimizer"])
-        sampler.set_state(ckpt.train["rng"])
-        history = ckpt.train["history"].tolist()
+        try:
+            optimizer.load_state_dict(ckpt.train["optimizer"])
+            sampler.set_state(ckpt.train["rng"])
+            history = ckpt.train["history"].tolist()
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise Siren3dError(f"the model file's training state is unusable, cannot resume "
+                               f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                               model_path) from None
         start = ckpt.step
     points_per_step = config.batch + sampler.n_uniform + sampler.n_near
     input_info = {"path": scan.path, "sha256": file_sha256(scan.path) if scan.path and Path(scan.path).is_file() else None,
