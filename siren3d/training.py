@@ -139,11 +139,11 @@ def step_memory_bytes(config: FitConfig) -> int:
     """Rough working memory of one training step: activations kept for the two backward passes.
 
     Per point the fused kernel keeps about four (width,) vectors per sine layer (h, w0 cos z, v, u),
-    and its backward a few more; measured within ~30 % of this on the CPU (see tests/test_faults.py).
+    and its backward a few more; within ~10 % of the measured peak on the CPU (tests/test_faults.py).
     """
     points = config.batch * (1 + config.uniform_ratio + config.near_ratio)
     layers = config.model.hidden_layers + 1
-    return int(points * config.model.width * (4 * layers + 6) * 4)
+    return int(points * config.model.width * (4 * layers + 8) * 4)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -291,6 +291,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
 
     check_step_memory(config, device)
     check_output_dir(run_dir)
+    created_run_dir = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -330,9 +331,32 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         return {"siren3d": __version__, "step": step, "fit": config.to_dict(), "input": input_info,
                 "timings": {"train_s": prior_seconds + train_s}}
 
-    def save(step: int, train_s: float) -> None:
-        save_checkpoint(model_path, model, normalization, meta(step, train_s),
-                        train=_train_state(optimizer, sampler, history))
+    saved = {"step": start if ckpt is not None else None}
+
+    def save(step: int, train_s: float, rng: torch.Tensor | None = None) -> None:
+        train = _train_state(optimizer, sampler, history)
+        if rng is not None:
+            train["rng"] = rng
+        save_checkpoint(model_path, model, normalization, meta(step, train_s), train=train)
+        saved["step"] = step
+
+    def diverged(what: str, at_step: int) -> FitDiverged:
+        # The file on disk is left as it is: it holds the last state whose loss was seen finite.
+        if saved["step"] is not None:
+            kept = f"the last good checkpoint (step {saved['step']}) is kept in {model_path}"
+        else:
+            kept = "no checkpoint had been saved yet, so nothing was written"
+            if created_run_dir:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only if empty: nothing half-written stays behind
+        return FitDiverged(
+            f"training diverged: {what} at step {at_step} (learning rate {lr_at(at_step - 1, config):.3g}); "
+            f"{kept}. Refit with a lower --lr "
+            f"(now {config.lr:g}; try {config.lr / 10:g}) or a smaller --w0 (now {config.model.w0:g})",
+            run_dir)
+
+    def weights_finite() -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
     bar = None
     if progress:
@@ -350,6 +374,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
             while step < config.steps:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, config)
+                rng_before = sampler.get_state()  # the state a checkpoint of `step` steps holds
                 batch = sampler.sample()
                 off = torch.cat([batch.uniform, batch.near])
                 x = torch.cat([batch.on, off])
@@ -360,11 +385,11 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                 loss = total_loss(terms, config.loss)
                 values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
                 if not all(math.isfinite(v) for v in values):
-                    save(step, time.perf_counter() - t0)  # weights are still those of the last good step
-                    raise FitDiverged(
-                        f"the loss became {values[0]} at step {step + 1}; stopped and kept the last good "
-                        f"state (step {step}) in {model_path}. Try a lower --lr (now {config.lr:g}) "
-                        f"or a smaller --w0", model_path)
+                    raise diverged(f"the loss became {values[0]}", step + 1)
+                # Periodic checkpoints are written here, once the weights after `step` steps have
+                # shown a finite loss, so a checkpoint on disk is always a good one.
+                if config.checkpoint_every and step > start and step % config.checkpoint_every == 0:
+                    save(step, time.perf_counter() - t0, rng=rng_before)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -380,14 +405,16 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                             f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} "
                             f"eik {values[3]:.3f} off {values[4]:.3f} | {rate / 1e3:.0f}k pts/s", refresh=False)
                 if interrupted["hit"]:
+                    if not weights_finite():
+                        raise diverged("the weights became NaN/Inf", step)
                     save(step, time.perf_counter() - t0)
                     raise FitInterrupted(step, config.steps, str(model_path))
-                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                    save(step, time.perf_counter() - t0)
     finally:
         if bar is not None:
             bar.close()
     train_s = time.perf_counter() - t0
+    if not weights_finite():
+        raise diverged("the weights became NaN/Inf", step)
     save(step, train_s)
     rate = (step - start) * points_per_step / max(train_s, 1e-9)
     hist = np.asarray(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
