@@ -256,6 +256,8 @@ def _parse_numeric_rows(rows: list[str], path: str, what: str, widths: tuple[int
             f"rows of unequal width in {what}: line {first_line + i} has {lengths[i]} values, "
             f"expected {' or '.join(map(str, expect))}", path)
     width = int(lengths[0])
+    if width == 0:
+        raise Siren3dError(f"line {first_line} of {what} holds no values", path)
     try:
         flat = np.array([t for s in split for t in s], dtype=np.float64)
     except ValueError:
@@ -337,8 +339,8 @@ def _load_text(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     rows, first = [], None
     for i, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
-        if not s or s.startswith("#") or s.startswith("//"):
-            continue
+        if not s.replace(",", " ").strip() or s.startswith("#") or s.startswith("//"):
+            continue  # blank, separators only, or a comment
         if first is None:
             first = i
         rows.append((i, s))
@@ -439,8 +441,13 @@ def _load_pcd(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _load_numpy(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(path, "rb") as fh:  # our own handle: closed even when numpy gives up half-way
+        return _read_numpy(fh, path)
+
+
+def _read_numpy(fh, path: str) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        obj = np.load(path, allow_pickle=False)
+        obj = np.load(fh, allow_pickle=False)
     except ValueError as e:
         raise Siren3dError(f"cannot read as NumPy without unpickling ({e}); save plain arrays", path) from None
     except (OSError, EOFError, Exception) as e:  # zipfile.BadZipFile, truncated headers, ...
@@ -458,7 +465,8 @@ def _load_numpy(path: str) -> tuple[np.ndarray, np.ndarray | None]:
                 nkey = next((k for k in ("normals", "normal", "nrm") if k in keys), None)
                 normals = None if nkey is None else np.asarray(obj[nkey], dtype=np.float64)
             except Exception as e:
-                raise Siren3dError(f"cannot read NPZ array: {e}", path) from None
+                first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+                raise Siren3dError(f"cannot read NPZ array: {first}", path) from None
     else:
         arr, normals = np.asarray(obj), None
     if arr.dtype.kind not in "fiu":
@@ -595,7 +603,12 @@ def load_scan(path: str | os.PathLike, *, max_points: int = DEFAULT_MAX_POINTS,
             f"unknown scan format '{suffix or '(no extension)'}'; supported: {' '.join(SUPPORTED)}", spath)
 
     _check_content_matches_suffix(spath, suffix)
+    # Garbage bytes read as floats (signalling NaNs, 1e38 * 1e38) are cleaned below, not warned about.
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _load_and_clean(spath, suffix, max_points=max_points, mesh_samples=mesh_samples, seed=seed)
 
+
+def _load_and_clean(spath: str, suffix: str, *, max_points: int, mesh_samples: int, seed: int) -> Scan:
     notes: list[str] = []
     faces = None
     try:
