@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,15 +180,27 @@ def test_output_under_a_file_fails_before_loading_or_training(tmp_path, scan_fil
     assert steps == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a mode-555 folder")
-def test_read_only_output_folder_fails_before_training(tmp_path, scan_file):
+def _as_unprivileged(cmd: list[str]) -> list[str]:
+    """Root ignores file modes: drop its override capabilities (setpriv) so modes apply to it too."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file modes cannot be tested")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", *cmd]
+
+
+def test_read_only_output_folder_fails_before_loading(tmp_path, scan_file):
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        r = CliRunner().invoke(main, ["fit", str(scan_file), *TINY_FIT, "--out", str(parent / "run")])
-        assert r.exit_code == 2
-        assert "permission denied" in _one_error_line(r.output)
+        r = subprocess.run(_as_unprivileged(_cli("fit", scan_file, *TINY_FIT, "--out", parent / "run")),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        line = _one_error_line(r.stderr)
+        assert str(parent / "run") in line and "permission denied" in line, line
+        assert "loaded" not in r.stderr
         assert list(parent.iterdir()) == []
     finally:
         parent.chmod(0o755)
