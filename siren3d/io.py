@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -330,19 +331,47 @@ def _load_ply(path: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
 # Text (XYZ / XYZN / PTS / TXT)
 
 
-def _load_text(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _fast_text(path: str) -> np.ndarray | None:
+    """Well-formed text parsed by numpy's C reader: memory ~ the result, about 10x faster.
+
+    Returns None for anything it does not read cleanly; the careful parser then reads the file
+    again and says exactly what is wrong with it.
+    """
+    skip, comma = 0, False
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for i, line in enumerate(f):
+                s = line.strip()
+                if not s or s.startswith(("#", "//")):
+                    if i > 10_000:
+                        return None
+                    continue
+                if re.fullmatch(r"[0-9]+", s) and skip == 0:  # a Leica .pts count line
+                    skip = i + 1
+                    continue
+                comma = "," in s
+                break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": handled below
+            arr = np.loadtxt(path, dtype=np.float64, comments=("#", "//"), delimiter="," if comma else None,
+                             skiprows=skip, ndmin=2, encoding="utf-8-sig")
+    except (ValueError, UnicodeDecodeError, IndexError):
+        return None
+    return arr if arr.ndim == 2 and arr.size and arr.shape[1] > 0 else None
+
+
+def _careful_text(path: str) -> np.ndarray:
+    """Line by line, with the line number and token of the first problem."""
     raw = Path(path).read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Siren3dError("is not a text point file (it holds binary bytes)", path) from None
-    rows, first = [], None
+    rows = []
     for i, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
         if not s.replace(",", " ").strip() or s.startswith("#") or s.startswith("//"):
             continue  # blank, separators only, or a comment
-        if first is None:
-            first = i
         rows.append((i, s))
     if not rows:
         raise Siren3dError("holds no points", path)
@@ -350,13 +379,19 @@ def _load_text(path: str) -> tuple[np.ndarray, np.ndarray | None]:
     if re.fullmatch(r"\d+", rows[0][1]) and len(rows) > 1:
         rows = rows[1:]
     lines = [s for _, s in rows]
-    arr = _parse_numeric_rows(lines, path, what="the point list", widths=None, first_line=rows[0][0])
+    return _parse_numeric_rows(lines, path, what="the point list", widths=None, first_line=rows[0][0])
+
+
+def _load_text(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    arr = _fast_text(path)
+    if arr is None:
+        arr = _careful_text(path)
     w = arr.shape[1]
     if w == 3:
         return arr, None
     if w == 6:
         return arr[:, :3], arr[:, 3:6]
-    if w in (4, 7) :  # x y z intensity [r g b]
+    if w in (4, 7):  # x y z intensity [r g b]
         return arr[:, :3], None
     if w == 9:  # x y z nx ny nz r g b  or  x y z r g b nx ny nz: take the unit-length triple
         a, b = arr[:, 3:6], arr[:, 6:9]
