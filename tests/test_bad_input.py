@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from click.testing import CliRunner
 
@@ -333,6 +334,8 @@ CASES = [
     pytest.param(ply_faces_out_of_range, ERR, "out of range", [], id="ply-face-index-out-of-range"),
     pytest.param(bad_option_w0, ERR, "w0", ["--w0", "0"], id="option-w0-zero"),
     pytest.param(bad_option_w0, ERR, "--lr", ["--lr", "nan"], id="option-lr-nan"),
+    pytest.param(bad_option_w0, ERR, "no CUDA GPU", ["--device", "cuda"], id="option-cuda-without-gpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ]
 
 
