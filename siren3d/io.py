@@ -242,6 +242,16 @@ def _read_ply_ascii(lines: list[str], start: int, el: _PlyElement, path: str):
 def _parse_numeric_rows(rows: list[str], path: str, what: str, widths: tuple[int, ...] | None = None,
                         first_line: int = 1) -> np.ndarray:
     """Parse whitespace/comma separated numeric rows of one width into (N, W) float64."""
+    if rows and not any("," in r for r in rows):
+        # Well-formed rows (nearly always): numpy's C reader, without a Python string per value.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = np.loadtxt(rows, dtype=np.float64, ndmin=2, comments=None)
+            if arr.shape[0] == len(rows) and arr.shape[1] > 0 and (widths is None or arr.shape[1] in widths):
+                return arr
+        except ValueError:
+            pass  # the careful pass below finds the line and says what is wrong
     split = [r.replace(",", " ").split() for r in rows]
     lengths = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
     if len(split) == 0:
