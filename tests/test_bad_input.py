@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from click.testing import CliRunner
 from siren3d.checkpoint import load_checkpoint
 from siren3d.cli import main
 from siren3d.io import load_scan, save_points_ply
-from siren3d.synthetic import sample_surface, sphere
 
 from conftest import write_ply_ascii
 

@@ -28,7 +28,7 @@ from siren3d.cli import main
 from siren3d.errors import Siren3dError
 from siren3d.io import load_scan, save_points_ply
 from siren3d.model import ModelConfig
-from siren3d.training import FitConfig, fit, step_memory_bytes
+from siren3d.training import FitConfig, fit
 
 SIGNAL_FIT = ["--steps", "200", "--batch", "1024", "--width", "64", "--hidden-layers", "2", "--seed", "0",
               "--device", "cpu", "--checkpoint-every", "5", "-q"]
