@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,19 +74,45 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         spath = str(p)
     if not p.exists():
         raise Siren3dError("no such model file", spath)
-    if p.stat().st_size > MAX_FILE_BYTES:
+    if not p.is_file():
+        raise Siren3dError("is not a regular file", spath)
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
         raise Siren3dError("model file is implausibly large; refusing to read it", spath)
+    if size == 0:
+        raise Siren3dError("not a readable siren3d model file (it is empty)", spath)
+    try:
+        with open(spath, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise Siren3dError(f"cannot read the model file ({e.strerror or e})", spath) from None
+    if magic != b"PK\x03\x04":
+        # siren3d only ever writes torch's zip format; anything else (a bare pickle, random bytes)
+        # is not ours, and is never handed to an unpickler.
+        raise Siren3dError("not a readable siren3d model file (not a PyTorch zip archive)", spath)
     try:
         payload = torch.load(spath, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0][:160] if str(e) else ""
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"it asks to run {found.group(1)}" if found else _torch_reason(e)
         raise Siren3dError(
-            "refused to load: the file contains Python objects or code, not plain tensors "
-            f"(only siren3d model files can be loaded; {first})", spath) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError) as e:
-        first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise Siren3dError(f"not a readable siren3d model file ({first})", spath) from None
+            "refused to load: the file holds Python objects or code, not plain tensors "
+            f"({what}); only siren3d model files can be loaded", spath) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError,
+            KeyError, IndexError) as e:
+        raise Siren3dError(f"not a readable siren3d model file ({_torch_reason(e)})", spath) from None
     return _validate(payload, spath, device)
+
+
+def _torch_reason(e: Exception) -> str:
+    """The informative part of a torch.load error, on one short line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # torch's weights-only errors open with a paragraph about defaults; the reason comes later
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file an issue",
+                                                        "Check the documentation"))]
+    text = (useful or lines or [type(e).__name__])[0]
+    text = text.removeprefix("WeightsUnpickler error:").strip() or type(e).__name__
+    return text.split(". ")[0][:120].rstrip(". ")
 
 
 def _validate(payload, path: str, device) -> Checkpoint:

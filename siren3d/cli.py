@@ -68,7 +68,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("scan", type=click.Path(path_type=Path))
+@click.argument("scan", type=click.Path(path_type=Path, readable=False))  # load_scan says what is wrong
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/<scan name>].")
 @click.option("--preset", type=click.Choice(["paper"]), default=None,
@@ -95,14 +95,20 @@ def fit(scan: Path, out: Path | None, preset, steps, batch, lr, seed, device, wi
     """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
     from .io import DEFAULT_MAX_POINTS, load_scan
     from .runs import default_run_dir
-    from .training import FitInterrupted, config_from_preset
+    from .training import FitInterrupted, check_output_dir, check_step_memory, config_from_preset, resolve_device
     from .training import fit as run_fit
 
-    config = config_from_preset(preset, steps=steps, batch=batch, lr=lr, seed=seed, device=device,
-                                width=width, hidden_layers=hidden_layers, w0=w0, init=init,
-                                checkpoint_every=checkpoint_every)
+    try:
+        config = config_from_preset(preset, steps=steps, batch=batch, lr=lr, seed=seed, device=device,
+                                    width=width, hidden_layers=hidden_layers, w0=w0, init=init,
+                                    checkpoint_every=checkpoint_every)
+    except ValueError as e:  # e.g. --w0 0: the model settings say what is wrong
+        raise Siren3dError(f"invalid settings: {e}") from None
     config.validate()
     run_dir = out or default_run_dir(scan)
+    # Refuse what cannot work before spending time on loading the scan (fit() checks again).
+    check_output_dir(run_dir)
+    check_step_memory(config, resolve_device(config.device))
     t0 = time.perf_counter()
     loaded = load_scan(scan, max_points=max_points or DEFAULT_MAX_POINTS, seed=config.seed)
     click.echo(f"loaded {scan}: {len(loaded):,} points"

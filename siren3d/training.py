@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -136,6 +137,59 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def step_memory_bytes(config: FitConfig) -> int:
+    """Rough working memory of one training step: activations kept for the two backward passes.
+
+    Per point the fused kernel keeps about four (width,) vectors per sine layer (h, w0 cos z, v, u),
+    and its backward a few more; within ~10 % of the measured peak on the CPU (tests/test_faults.py).
+    """
+    points = config.batch * (1 + config.uniform_ratio + config.near_ratio)
+    layers = config.model.hidden_layers + 1
+    return int(points * config.model.width * (4 * layers + 8) * 4)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes the step may use: free GPU memory for CUDA, MemAvailable for the CPU (None: unknown)."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except Exception:  # noqa: BLE001 - no answer is not an error
+            return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_step_memory(config: FitConfig, device: torch.device) -> None:
+    """Refuse a batch whose step cannot fit in memory, before anything is allocated."""
+    need = step_memory_bytes(config)
+    avail = available_memory(device)
+    if avail is not None and need > avail:
+        per_point = need / config.batch
+        fits = int(0.8 * avail / per_point)
+        raise Siren3dError(
+            f"--batch {config.batch:,} needs about {need / 2**30:,.1f} GiB per training step but only "
+            f"{avail / 2**30:,.1f} GiB is available on {device.type}; use --batch {max(fits, 1):,} or less")
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """Fail early, without creating anything, if ``run_dir`` cannot be created or written."""
+    p = Path(run_dir)
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise Siren3dError(f"cannot create the output folder: {p} is a file, not a folder", run_dir)
+    if p.exists() and not os.access(p, os.W_OK | os.X_OK):
+        raise Siren3dError(f"cannot write to the output folder (permission denied on {p})", run_dir)
+
+
 def lr_at(step: int, cfg: FitConfig) -> float:
     """Learning rate for a 0-based step: linear warm-up, then cosine decay to lr * lr_final."""
     if cfg.warmup and step < cfg.warmup:
@@ -224,7 +278,10 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         ckpt = load_checkpoint(model_path)
         if ckpt.train is None:
             raise Siren3dError("the model file has no training state to resume from", model_path)
-        old = FitConfig.from_dict(ckpt.meta["fit"])
+        try:
+            old = FitConfig.from_dict(ckpt.meta["fit"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise Siren3dError(f"the model file's fit settings are unusable ({e})", model_path) from None
         config = replace(old, steps=max(config.steps, old.steps), device=config.device,
                          checkpoint_every=config.checkpoint_every)
         normalization = ckpt.normalization
@@ -234,6 +291,9 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     else:
         normalization = Normalization.fit(scan.points, config.margin)
 
+    check_step_memory(config, device)
+    check_output_dir(run_dir)
+    created_run_dir = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -255,9 +315,14 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     history: list[list[float]] = []
     start = 0
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt.train["optimizer"])
-        sampler.set_state(ckpt.train["rng"])
-        history = ckpt.train["history"].tolist()
+        try:
+            optimizer.load_state_dict(ckpt.train["optimizer"])
+            sampler.set_state(ckpt.train["rng"])
+            history = ckpt.train["history"].tolist()
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise Siren3dError(f"the model file's training state is unusable, cannot resume "
+                               f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                               model_path) from None
         start = ckpt.step
     points_per_step = config.batch + sampler.n_uniform + sampler.n_near
     input_info = {"path": scan.path, "sha256": file_sha256(scan.path) if scan.path and Path(scan.path).is_file() else None,
@@ -269,9 +334,32 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         return {"siren3d": __version__, "step": step, "fit": config.to_dict(), "input": input_info,
                 "timings": {"train_s": prior_seconds + train_s}}
 
-    def save(step: int, train_s: float) -> None:
-        save_checkpoint(model_path, model, normalization, meta(step, train_s),
-                        train=_train_state(optimizer, sampler, history))
+    saved = {"step": start if ckpt is not None else None}
+
+    def save(step: int, train_s: float, rng: torch.Tensor | None = None) -> None:
+        train = _train_state(optimizer, sampler, history)
+        if rng is not None:
+            train["rng"] = rng
+        save_checkpoint(model_path, model, normalization, meta(step, train_s), train=train)
+        saved["step"] = step
+
+    def diverged(what: str, at_step: int) -> FitDiverged:
+        # The file on disk is left as it is: it holds the last state whose loss was seen finite.
+        if saved["step"] is not None:
+            kept = f"the last good checkpoint (step {saved['step']}) is kept in {model_path}"
+        else:
+            kept = "no checkpoint had been saved yet, so nothing was written"
+            if created_run_dir:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only if empty: nothing half-written stays behind
+        return FitDiverged(
+            f"training diverged: {what} at step {at_step} (learning rate {lr_at(at_step - 1, config):.3g}); "
+            f"{kept}. Refit with a lower --lr "
+            f"(now {config.lr:g}; try {config.lr / 10:g}) or a smaller --w0 (now {config.model.w0:g})",
+            run_dir)
+
+    def weights_finite() -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
     bar = None
     if progress:
@@ -290,6 +378,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
             while step < config.steps:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, config)
+                rng_before = sampler.get_state()  # the state a checkpoint of `step` steps holds
                 batch = sampler.sample()
                 off = torch.cat([batch.uniform, batch.near])
                 x = torch.cat([batch.on, off])
@@ -300,11 +389,11 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                 loss = total_loss(terms, config.loss)
                 values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
                 if not all(math.isfinite(v) for v in values):
-                    save(step, time.perf_counter() - t0)  # weights are still those of the last good step
-                    raise FitDiverged(
-                        f"the loss became {values[0]} at step {step + 1}; stopped and kept the last good "
-                        f"state (step {step}) in {model_path}. Try a lower --lr (now {config.lr:g}) "
-                        f"or a smaller --w0", model_path)
+                    raise diverged(f"the loss became {values[0]}", step + 1)
+                # Periodic checkpoints are written here, once the weights after `step` steps have
+                # shown a finite loss, so a checkpoint on disk is always a good one.
+                if config.checkpoint_every and step > start and step % config.checkpoint_every == 0:
+                    save(step, time.perf_counter() - t0, rng=rng_before)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -320,14 +409,16 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                             f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} "
                             f"eik {values[3]:.3f} off {values[4]:.3f} sign {values[5]:.1e} | {rate / 1e3:.0f}k pts/s", refresh=False)
                 if interrupted["hit"]:
+                    if not weights_finite():
+                        raise diverged("the weights became NaN/Inf", step)
                     save(step, time.perf_counter() - t0)
                     raise FitInterrupted(step, config.steps, str(model_path))
-                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                    save(step, time.perf_counter() - t0)
     finally:
         if bar is not None:
             bar.close()
     train_s = time.perf_counter() - t0
+    if not weights_finite():
+        raise diverged("the weights became NaN/Inf", step)
     save(step, train_s)
     rate = (step - start) * points_per_step / max(train_s, 1e-9)
     hist = np.asarray(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
