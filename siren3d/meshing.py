@@ -397,8 +397,8 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
     if res < 8:
         raise Siren3dError(f"--res {res} is too small; use at least 8")
     if res > MAX_RES:
-        raise Siren3dError(f"--res {res} is above the largest supported resolution, {MAX_RES} "
-                           f"(a {res}^3 grid has {res ** 3 / 1e9:.0f} billion samples)")
+        raise Siren3dError(f"--res {res} is above the largest supported resolution, {MAX_RES}: a {res}^3 grid "
+                           f"is {res ** 3 / 1e9:.0f} billion samples, {res ** 3 * 4 / 2 ** 30:.0f} GiB as float32")
     if backend not in BACKENDS:
         raise Siren3dError(f"unknown marching cubes backend '{backend}'; choose from {', '.join(BACKENDS)}")
     if method not in METHODS:
@@ -435,12 +435,15 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
                      blocks=bstats["blocks"], grown_blocks=bstats["grown_blocks"], safety=safety)
     if len(f) == 0:
         lo, hi = _field_range(model, grid, chunk)
-        where = "positive (outside)" if lo >= unit_level else "negative (inside)" if hi <= unit_level else None
-        detail = (f"it is everywhere {where} " if where else "") + \
-            f"(min {normalization.distance_to_scan(lo):.4g}, max {normalization.distance_to_scan(hi):.4g} scan units)"
-        raise Siren3dError(
-            f"the field has no {'zero' if level == 0 else f'{level:g}'} crossing in the box: {detail}; "
-            f"the fit probably failed: check loss.png and refit with more --steps")
+        span = (f"min {normalization.distance_to_scan(lo):.4g}, max {normalization.distance_to_scan(hi):.4g} "
+                f"scan units")
+        if level == 0:
+            where = "positive (outside)" if lo >= 0 else "negative (inside)" if hi <= 0 else "near zero"
+            raise Siren3dError(f"the field has no zero crossing in the box: it is everywhere {where} ({span}); "
+                               f"the fit probably failed: check loss.png and refit with more --steps")
+        where = "above" if lo >= unit_level else "below" if hi <= unit_level else "away from"
+        raise Siren3dError(f"the field never reaches the level {level:g} in the box: it is everywhere {where} it "
+                           f"({span}); use a --level between those")
     unit = grid.points(v)
     touches = bool(((v <= 1e-9) | (v >= grid.cells - 1e-9)).any())
 

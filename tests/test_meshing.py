@@ -121,7 +121,7 @@ def test_a_surface_that_leaves_the_box_is_reported_and_pad_closes_it(caplog):
 
 def test_no_crossing_and_oversized_grids_are_refused(monkeypatch):
     model = _siren("sphere")
-    with pytest.raises(Siren3dError, match="no 5 crossing"):
+    with pytest.raises(Siren3dError, match="never reaches the level 5"):
         extract_mesh(model, UNIT, 32, level=5.0)
     with pytest.raises(Siren3dError, match="largest supported"):
         extract_mesh(model, UNIT, meshing.MAX_RES + 1)
