@@ -26,7 +26,7 @@ class LossWeights:
     normal: float = 1e2
     eikonal: float = 5e1
     offsurface: float = 1e2
-    sign: float = 0.0
+    sign: float = 1e3
     alpha: float = 100.0
     """exp(-alpha |f|): larger alpha penalizes only values very close to zero."""
 

@@ -50,7 +50,7 @@ class FitConfig:
     """Scan points per step (off-surface points come on top, see the ratios)."""
     uniform_ratio: float = 1.0
     """Uniform off-surface points per scan point."""
-    near_ratio: float = 0.0
+    near_ratio: float = 0.5
     """Near-surface off-surface points per scan point."""
     near_scale: float = 1.0
     """Near-surface noise, in units of the local point spacing."""
@@ -103,7 +103,7 @@ class FitConfig:
 PRESETS: dict[str, dict] = {
     # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
     "paper": dict(steps=10000, batch=250_000, uniform_ratio=1.0, near_ratio=0.0, lr=1e-4, lr_final=1.0,
-                  warmup=0, model=dict(width=256, hidden_layers=3, init="siren")),
+                  warmup=0, model=dict(width=256, hidden_layers=3, init="siren"), loss=dict(sign=0.0)),
 }
 
 

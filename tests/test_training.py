@@ -31,7 +31,10 @@ def test_short_fit_lowers_every_loss_term(tmp_path, sphere_scan_file):
     assert h.shape == (150, len(HISTORY_COLUMNS))
     first, last = h[:10].mean(0), h[-10:].mean(0)
     for i, name in enumerate(HISTORY_COLUMNS):
-        assert last[i] < 0.8 * first[i], (name, first[i], last[i])
+        if name == "sign":  # starts near 0 (a fresh field is near 0 everywhere) and must stay small
+            assert last[i] < 0.01, (name, first[i], last[i])
+        else:
+            assert last[i] < 0.8 * first[i], (name, first[i], last[i])
     # the run folder is complete
     doc = json.loads((tmp_path / "run" / "fit.json").read_text())
     assert doc["input"]["points"] == len(scan) and len(doc["input"]["sha256"]) == 64

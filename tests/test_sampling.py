@@ -1,0 +1,33 @@
+"""Training batches: near-surface noise scale and the inside/outside vote of off-surface points."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from siren3d.sampling import Sampler
+
+
+def test_side_vote_matches_the_sphere_and_abstains_near_the_surface(sphere_points):
+    pts, nrm = sphere_points  # radius 0.5, outward normals
+    s = Sampler(pts, nrm, batch=256, near_ratio=0.5, seed=0, sign_k=8)
+    x = np.random.default_rng(0).uniform(-1, 1, (20000, 3)).astype(np.float32)
+    side = s.side(x)
+    r = np.linalg.norm(x, axis=1)
+    far = np.abs(r - 0.5) > 1.5 * s.sign_min_distance
+    assert far.sum() > 10000
+    assert (side[far & (r > 0.5)] == 1).all() and (side[far & (r < 0.5)] == -1).all()
+    # too close to tell: no vote
+    assert (side[np.abs(r - 0.5) < 0.5 * s.sign_min_distance] == 0).all()
+    assert 0 < s.sign_min_distance < 0.2
+
+
+def test_batches_carry_sides_for_every_off_surface_point_and_are_reproducible(sphere_points):
+    pts, nrm = sphere_points
+    a = Sampler(pts, nrm, batch=128, uniform_ratio=1.0, near_ratio=0.5, seed=3, sign_k=8).sample()
+    b = Sampler(pts, nrm, batch=128, uniform_ratio=1.0, near_ratio=0.5, seed=3, sign_k=8).sample()
+    assert a.uniform.shape == (128, 3) and a.near.shape == (64, 3) and a.off_sign.shape == (192,)
+    assert torch.equal(a.uniform, b.uniform) and torch.equal(a.off_sign, b.off_sign)
+    # near-surface points stay near the surface: within a few point spacings of radius 0.5
+    assert (a.near.norm(dim=1) - 0.5).abs().max() < 0.2
+    assert Sampler(pts, nrm, batch=128, seed=3).sample().off_sign is None  # off: not computed
