@@ -46,7 +46,7 @@ class FitConfig:
 
     steps: int = 1500
     """Optimizer steps."""
-    batch: int = 4096
+    batch: int = 2048
     """Scan points per step (off-surface points come on top, see the ratios)."""
     uniform_ratio: float = 1.0
     """Uniform off-surface points per scan point."""
