@@ -35,6 +35,7 @@ import torch
 from .errors import Siren3dError
 from .io import atomic_output
 from .model import Siren
+from .training import available_memory
 from .normalization import Normalization
 
 log = logging.getLogger(__name__)
@@ -472,22 +473,11 @@ def _field_range(model: Siren, grid: Grid, chunk: int) -> tuple[float, float]:
 
 
 def _check_memory(need_bytes: int, res: int) -> None:
-    avail = _available_memory()
+    avail = available_memory()
     if avail is not None and need_bytes > 0.8 * avail:
         raise Siren3dError(
             f"--res {res} needs about {need_bytes / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB is available; "
             f"use a lower --res")
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def export_mesh(mesh: MeshResult, path: str | Path) -> Path:

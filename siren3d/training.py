@@ -148,9 +148,9 @@ def step_memory_bytes(config: FitConfig) -> int:
     return int(points * config.model.width * (4 * layers + 8) * 4)
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Bytes the step may use: free GPU memory for CUDA, MemAvailable for the CPU (None: unknown)."""
-    if device.type == "cuda":
+def available_memory(device: torch.device | None = None) -> int | None:
+    """Free memory in bytes: free GPU memory for CUDA, MemAvailable for the CPU (None: unknown)."""
+    if device is not None and device.type == "cuda":
         try:
             return int(torch.cuda.mem_get_info(device)[0])
         except Exception:  # noqa: BLE001 - no answer is not an error

@@ -125,7 +125,7 @@ def test_no_crossing_and_oversized_grids_are_refused(monkeypatch):
         extract_mesh(model, UNIT, 32, level=5.0)
     with pytest.raises(Siren3dError, match="largest supported"):
         extract_mesh(model, UNIT, meshing.MAX_RES + 1)
-    monkeypatch.setattr(meshing, "_available_memory", lambda: 2 ** 30)  # a machine with 1 GiB free
+    monkeypatch.setattr(meshing, "available_memory", lambda: 2 ** 30)  # a machine with 1 GiB free
     with pytest.raises(Siren3dError, match=r"needs about [\d.]+ GiB but only 1.0 GiB"):
         extract_mesh(model, UNIT, 1024, method="dense")
 
