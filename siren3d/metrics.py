@@ -139,6 +139,18 @@ def format_table(scores: dict) -> str:
     return "\n".join(lines)
 
 
+def bounds(reference) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box (low (3,), high (3,)) of a mesh's face vertices or a point cloud's points.
+
+    Its diagonal is the unit of the ``_rel`` scores and the F-score thresholds of :func:`evaluate`.
+    """
+    if hasattr(reference, "faces"):
+        used = np.asarray(reference.vertices)[np.unique(np.asarray(reference.faces))]
+    else:
+        used = np.asarray(reference.points)
+    return used.min(0), used.max(0)
+
+
 def count_components(mesh) -> int:
     """Pieces of a trimesh whose faces are connected through shared edges."""
     import trimesh
@@ -230,16 +242,15 @@ def _reference_samples(reference, count: int, seed: int):
         reference = load_reference(reference, seed=seed)
     if hasattr(reference, "faces") and hasattr(reference, "vertices"):
         mesh = _as_trimesh(reference, "reference")
-        used = np.asarray(mesh.vertices)[np.unique(np.asarray(mesh.faces))]
         points, normals = _sample_mesh(mesh, count, seed, "reference")
-        return "mesh", points, normals, used.min(0), used.max(0)
+        return ("mesh", points, normals, *bounds(mesh))
     if isinstance(reference, Scan) or (hasattr(reference, "points") and hasattr(reference, "normals")):
         points = np.asarray(reference.points, dtype=np.float64).reshape(-1, 3)
         normals = np.asarray(reference.normals, dtype=np.float64).reshape(-1, 3)
         if len(points) == 0 or normals.shape != points.shape:
             raise Siren3dError(f"the reference needs points and one normal per point "
                                f"(points {points.shape}, normals {normals.shape})")
-        lo, hi = points.min(0), points.max(0)
+        lo, hi = bounds(reference)
         if len(points) > count:
             keep = np.sort(np.random.default_rng(seed).choice(len(points), count, replace=False))
             points, normals = points[keep], normals[keep]
