@@ -60,8 +60,8 @@ def evaluate(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -
       and ``recall_<t>`` (the fraction of R within t of P), at t = 0.5 % and 1 % of the
       reference's bounding-box diagonal (``threshold_<t>`` holds t in scan units);
     - ``components``: connected pieces of the predicted mesh (faces sharing an edge, after
-      vertices at the same position are merged); ``watertight``: every edge has exactly two
-      faces, with consistent winding (trimesh's ``is_watertight``).
+      vertices at the same position are merged); ``watertight``: every edge is shared by exactly
+      two faces (trimesh's ``is_watertight``; winding is not checked).
 
     Every distance is in the units of the inputs and again, with the suffix ``_rel``, as a
     fraction of ``reference_diagonal``.
