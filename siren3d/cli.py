@@ -247,5 +247,27 @@ def view(model: Path | None, run: Path | None, screenshot: Path | None, slices, 
         click.echo(f"wrote {out}", err=True)
 
 
+@main.command("eval")
+@click.argument("mesh_path", metavar="MESH", type=click.Path(path_type=Path))
+@click.option("--ref", "ref", required=True, type=click.Path(path_type=Path),
+              help="Reference: a mesh (sampled on its faces) or a point cloud with normals.")
+@click.option("--samples", type=click.IntRange(min=100), default=200_000, show_default=True,
+              help="Points sampled on each surface.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the surface sampling.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@_user_errors
+def eval_(mesh_path: Path, ref: Path, samples: int, seed: int, as_json: bool) -> None:
+    """Score MESH against a reference: Chamfer-L1, Hausdorff, normal consistency, F-score, topology.
+
+    Distances are in the files' units and as fractions of the reference's bounding-box diagonal.
+    """
+    import json
+
+    from .metrics import evaluate, format_table
+
+    scores = evaluate(mesh_path, ref, n_samples=samples, seed=seed)
+    click.echo(json.dumps(scores) if as_json else format_table(scores))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
