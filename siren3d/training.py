@@ -101,6 +101,9 @@ class FitConfig:
 
 
 PRESETS: dict[str, dict] = {
+    # --quality fast / high around the defaults (benchmarks/quality.py measures each).
+    "fast": dict(steps=600),
+    "high": dict(steps=4000, batch=4096),
     # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
     "paper": dict(steps=10000, batch=250_000, uniform_ratio=1.0, near_ratio=0.0, lr=1e-4, lr_final=1.0,
                   warmup=0, model=dict(width=256, hidden_layers=3, init="siren"), loss=dict(sign=0.0)),

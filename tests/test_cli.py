@@ -66,3 +66,15 @@ def test_errors_are_one_line_with_exit_status_2(in_tmp):
 def test_console_script_runs_as_a_subprocess():
     out = subprocess.run([sys.executable, "-m", "siren3d.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "siren3d" in out.stdout
+
+
+def test_quality_levels_and_the_paper_preset_choose_their_settings():
+    from siren3d.training import PRESETS, FitConfig, config_from_preset
+
+    base = FitConfig()
+    assert config_from_preset("fast").steps < base.steps < config_from_preset("high").steps
+    paper = config_from_preset("paper", steps=7)
+    assert paper.steps == 7 and paper.loss.sign == 0 and paper.near_ratio == 0 and paper.model.width == 256
+    assert set(PRESETS) >= {"fast", "high", "paper"}
+    r = CliRunner().invoke(main, ["fit", "x.ply", "--quality", "best"])
+    assert r.exit_code == 2 and "'best' is not one of" in r.output
