@@ -3,9 +3,10 @@
 Off-surface points come from two sources: uniform in [-1, 1]^3 (they see the whole box, so no
 spurious surface survives far from the data) and, optionally, near the surface: a scan point moved
 by Gaussian noise whose scale is the local point spacing (they shape the field where it matters).
-Optionally each off-surface point also gets the side of the scan it lies on (``sign``): from its
-k nearest scan points, the sign of the distance-weighted sum of (x - p) . n. Points closer to the
-scan than a few point spacings get no sign (0): there noise decides the side. A loss on this sign
+Optionally uniform off-surface points also get the side of the scan they lie on (``sign``): from
+their k nearest scan points, the sign of the distance-weighted sum of (x - p) . n. Points closer to
+the scan than a few point spacings get no sign (0): there noise decides the side. These uniform
+points are drawn from a fixed pool whose sides are computed once. A loss on this sign
 removes "ghost" surfaces far from the data that the SIREN losses alone leave behind.
 All randomness comes from one torch.Generator whose state is saved for exact resume.
 """
@@ -37,6 +38,12 @@ def local_spacing(points: np.ndarray, k: int = 8, max_points: int = 200_000) -> 
     return d[:, -1].astype(np.float32)
 
 
+#: Scan points (a seeded subset) that vote on the side of off-surface points.
+SIDE_TREE_POINTS = 50_000
+#: Uniform points whose side is found once, at the start; each step draws from them.
+SIDE_POOL = 200_000
+
+
 class Sampler:
     """Draws batches of ``batch`` scan points plus off-surface points.
 
@@ -63,10 +70,22 @@ class Sampler:
         if self.sign_k:
             from scipy.spatial import cKDTree
 
-            self._np_points = np.asarray(points, dtype=np.float32)
-            self._np_normals = np.asarray(normals, dtype=np.float32)
+            pts = np.asarray(points, dtype=np.float32)
+            if len(pts) > SIDE_TREE_POINTS:  # far queries cost about linearly in the tree's size
+                keep = np.random.default_rng(seed).choice(len(pts), SIDE_TREE_POINTS, replace=False)
+                pts, spacing_tree = pts[keep], local_spacing(pts[keep])
+            else:
+                keep, spacing_tree = slice(None), spacing
+            self._np_points = pts
+            self._np_normals = np.asarray(normals, dtype=np.float32)[keep]
             self._tree = cKDTree(self._np_points)
-            self.sign_min_distance = float(sign_margin * np.median(spacing))
+            self.sign_min_distance = float(sign_margin * np.median(spacing_tree))
+            # Uniform points come from a fixed pool whose sides are found once: querying the tree
+            # for points far from the scan every step would cost more than the step itself.
+            pool_gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
+            pool = torch.rand(max(SIDE_POOL, self.n_uniform), 3, generator=pool_gen) * 2 - 1
+            self._pool = pool.to(device)
+            self._pool_side = torch.as_tensor(self.side(pool.numpy())).to(device)
 
     def side(self, x: np.ndarray) -> np.ndarray:
         """+1 outside, -1 inside, 0 too close to the scan to tell; x: (M, 3) unit box -> (M,) float32."""
@@ -80,7 +99,11 @@ class Sampler:
         g = self.generator
         n = len(self.points)
         idx = torch.randint(n, (self.batch,), generator=g).to(self.device)
-        uniform = (torch.rand(self.n_uniform, 3, generator=g) * 2 - 1).to(self.device)
+        if self.sign_k:
+            pick = torch.randint(len(self._pool), (self.n_uniform,), generator=g).to(self.device)
+            uniform = self._pool[pick]
+        else:
+            uniform = (torch.rand(self.n_uniform, 3, generator=g) * 2 - 1).to(self.device)
         if self.n_near:
             j = torch.randint(n, (self.n_near,), generator=g).to(self.device)
             noise = torch.randn(self.n_near, 3, generator=g).to(self.device)
@@ -88,9 +111,8 @@ class Sampler:
         else:
             near = torch.empty(0, 3, device=self.device)
         off_sign = None
-        if self.sign_k:
-            off = torch.cat([uniform, near]).cpu().numpy()
-            off_sign = torch.as_tensor(self.side(off)).to(self.device)
+        if self.sign_k:  # near-surface points are within a few spacings: too close to tell
+            off_sign = torch.cat([self._pool_side[pick], torch.zeros(len(near), device=self.device)])
         return Batch(self.points[idx], self.normals[idx], uniform, near, off_sign)
 
     def get_state(self) -> torch.Tensor:
