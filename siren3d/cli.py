@@ -74,7 +74,9 @@ def main(verbose: bool) -> None:
     \b
     Typical use:
       siren3d fit scan.ply          # train; writes runs/scan/ (model.pt, fit.json, loss.png)
-      siren3d mesh --res 256        # mesh the most recent run -> runs/scan/mesh-256.ply
+      siren3d mesh --res 512        # mesh the most recent run -> runs/scan/mesh-512.ply
+      siren3d view                  # slice the learned distance field (--screenshot out.png: no window)
+      siren3d eval runs/scan/mesh-512.ply --ref scan.ply    # Chamfer, normals, F-score, pieces
     """
     _setup_logging(verbose)
 
