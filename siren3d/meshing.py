@@ -46,7 +46,7 @@ EXPORT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
 #: Points per network call when evaluating a grid.
 DEFAULT_CHUNK = 65536
 #: Cells per side of the finest sparse blocks (marching cubes runs per block).
-DEFAULT_BLOCK = 8
+DEFAULT_BLOCK = 4
 #: Keep a region if |f(centre) - level| <= safety * reach. The surface-following growth repairs what a
 #: small factor misses: on the sample at res 256 (benchmarks/mesh.py) factors 0.25-1.0 all gave the
 #: dense faces exactly. 0.5 evaluates ~7% fewer points but its extra growth rounds measured slower
@@ -264,10 +264,12 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
                 uniq, inverse = np.unique(lin, return_inverse=True)
                 values = evaluate(model, grid.points(np.stack(np.unravel_index(uniq, tuple(shape)), -1)), chunk)
                 values = values[inverse.reshape(-1)].reshape(len(batch), block + 1, block + 1, block + 1)
+                if snap > 0:  # as marching_cubes would, and before the crossing test below
+                    values = np.where(np.abs(values - level) < snap, np.float32(level + snap), values)
                 evaluations += len(uniq)
                 for origin, vol in zip(batch, values):
                     ext = np.minimum(block, cells - origin) + 1
-                    v, f = marching_cubes(vol[:ext[0], :ext[1], :ext[2]], level, backend, snap)
+                    v, f = marching_cubes(vol[:ext[0], :ext[1], :ext[2]], level, backend)
                     if len(f):
                         verts.append(v + origin)
                         faces.append(f + nverts)
@@ -275,7 +277,7 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
                 # Which faces of each block does the level set cross? (clipped samples repeat the far face)
                 faces_v = [values[:, -1], values[:, :, -1], values[:, :, :, -1],
                            values[:, 0], values[:, :, 0], values[:, :, :, 0]]
-                crossing.append(np.stack([(fv.min((1, 2)) <= level) & (fv.max((1, 2)) >= level)
+                crossing.append(np.stack([(fv.min((1, 2)) < level) & (fv.max((1, 2)) > level)
                                           for fv in faces_v], 1))
                 bar.update(len(batch) * len(local))
             blocks += len(queue)
