@@ -56,9 +56,9 @@ class FitConfig:
     """Near-surface noise, in units of the local point spacing."""
     sign_k: int = 8
     """Scan neighbours that vote on an off-surface point's side (used when loss.sign > 0)."""
-    lr: float = 1e-4
+    lr: float = 2e-4
     """Adam learning rate (peak)."""
-    lr_final: float = 1.0
+    lr_final: float = 0.1
     """Learning rate at the last step as a fraction of lr (cosine decay; 1 = constant)."""
     warmup: int = 0
     """Steps of linear learning-rate warm-up."""
