@@ -161,6 +161,13 @@ def dense_grid(model: Siren, res: int, chunk: int = DEFAULT_CHUNK, grid: Grid | 
     return vol
 
 
+def _snap(values: np.ndarray, level: float, snap: float) -> np.ndarray:
+    """Values within ``snap`` of the level, moved to level + snap (just outside)."""
+    if snap <= 0:
+        return values
+    return np.where(np.abs(values - level) < snap, np.float32(level + snap), values)
+
+
 def marching_cubes(volume: np.ndarray, level: float = 0.0, backend: str = "mcubes", snap: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Triangles of the ``level`` set in index coordinates, oriented so normals point to larger values.
@@ -169,8 +176,7 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, backend: str = "mcube
     no vertex lands (almost) on a grid corner, where the vertices of several edges would coincide
     and merging them would pinch the surface. Returns (vertices (V, 3) float64, faces (F, 3) int64).
     """
-    if snap > 0:
-        volume = np.where(np.abs(volume - level) < snap, np.float32(level + snap), volume)
+    volume = _snap(volume, level, snap)
     if backend == "mcubes":
         import mcubes
 
@@ -252,6 +258,7 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
     per_batch = max(1, 2 ** 20 // len(local))
     verts, faces, nverts, evaluations, blocks = [], [], 0, 0, 0
     queue = np.unique(seeds // block, axis=0) if len(seeds) else np.zeros((0, 3), dtype=np.int64)
+    n_seeds = len(queue)
     with _progress(progress, len(queue) * len(local), "mesh: blocks") as bar:
         while len(queue):
             seen[np.ravel_multi_index(queue.T, nblocks)] = True
@@ -264,8 +271,7 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
                 uniq, inverse = np.unique(lin, return_inverse=True)
                 values = evaluate(model, grid.points(np.stack(np.unravel_index(uniq, tuple(shape)), -1)), chunk)
                 values = values[inverse.reshape(-1)].reshape(len(batch), block + 1, block + 1, block + 1)
-                if snap > 0:  # as marching_cubes would, and before the crossing test below
-                    values = np.where(np.abs(values - level) < snap, np.float32(level + snap), values)
+                values = _snap(values, level, snap)  # here already: the crossing test below must agree
                 evaluations += len(uniq)
                 for origin, vol in zip(batch, values):
                     ext = np.minimum(block, cells - origin) + 1
@@ -289,8 +295,7 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
                 nb = nb[~seen[np.ravel_multi_index(nb.T, nblocks)]]
             queue = nb
             bar.total = bar.n + len(queue) * len(local)
-    stats = {"blocks": blocks, "grown_blocks": blocks - len(np.unique(seeds // block, axis=0)) if len(seeds) else blocks,
-             "block_evaluations": evaluations}
+    stats = {"blocks": blocks, "grown_blocks": blocks - n_seeds, "block_evaluations": evaluations}
     if not faces:
         return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), stats
     v = np.concatenate(verts)
