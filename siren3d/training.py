@@ -44,7 +44,7 @@ GRAD_METHODS = ("fused", "fused-bf16", "analytic", "autograd")
 class FitConfig:
     """Everything that decides a fit; saved in model.pt and fit.json."""
 
-    steps: int = 1500
+    steps: int = 1200
     """Optimizer steps."""
     batch: int = 2048
     """Scan points per step (off-surface points come on top, see the ratios)."""
