@@ -120,10 +120,12 @@ def main() -> None:
                 print(json.dumps({"bench": "mesh-safety", "res": args.compare_res, "safety": safety,
                                   **compare(dense_cmp, out)}), flush=True)
     for res in args.res:
-        run_case(args, res, "sparse", refine=0)
+        measured = res == args.compare_res  # sparse and dense at refine 0 were printed above
+        if not measured:
+            run_case(args, res, "sparse", refine=0)
         if args.refine:
             run_case(args, res, "sparse")
-        if res <= args.dense_max:
+        if res <= args.dense_max and not measured:
             run_case(args, res, "dense", refine=0)
 
 

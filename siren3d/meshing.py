@@ -438,11 +438,8 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
 
     if method == "dense":
         vol = dense_grid(model, res, chunk, grid)
-        lo, hi = float(vol.min()), float(vol.max())
-        if lo < unit_level < hi:
-            v, f = marching_cubes(vol, unit_level, backend, snap)
-        else:
-            v, f = np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+        v, f = marching_cubes(vol, unit_level, backend, snap)  # empty where there is no crossing
+        field_range = (float(vol.min()), float(vol.max()))
         stats["evaluations"] = grid.size
     else:
         origins, sstats = active_blocks(model, grid, unit_level, block=block, safety=safety, chunk=chunk,
@@ -452,7 +449,7 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
         stats.update(evaluations=bstats["block_evaluations"] + sstats["coarse_evaluations"],
                      blocks=bstats["blocks"], grown_blocks=bstats["grown_blocks"], safety=safety)
     if len(f) == 0:
-        lo, hi = _field_range(model, grid, chunk)
+        lo, hi = field_range if method == "dense" else _field_range(model, grid, chunk)
         span = (f"min {normalization.distance_to_scan(lo):.4g}, max {normalization.distance_to_scan(hi):.4g} "
                 f"scan units")
         if level == 0:
