@@ -32,6 +32,7 @@ from .io import Scan, atomic_output, file_sha256
 from .losses import TERMS, LossWeights, loss_terms, total_loss
 from .model import ModelConfig, Siren
 from .normalization import DEFAULT_MARGIN, Normalization
+from .optim import Adam
 from .sampling import Sampler
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,13 @@ def resolve_device(name: str) -> torch.device:
 def step_memory_bytes(config: FitConfig) -> int:
     """Rough working memory of one training step: activations kept for the two backward passes.
 
-    Per point the fused kernel keeps about four (width,) vectors per sine layer (h, w0 cos z, v, u),
-    and its backward a few more; within ~10 % of the measured peak on the CPU (tests/test_faults.py).
+    Per point the fused kernel keeps about four (width,) vectors per sine layer (h, cos z, v, u),
+    and its backward (which works in place where it can) a few more; within ~10 % of the measured
+    peak on the CPU (tests/test_faults.py).
     """
     points = config.batch * (1 + config.uniform_ratio + config.near_ratio)
     layers = config.model.hidden_layers + 1
-    return int(points * config.model.width * (4 * layers + 8) * 4)
+    return int(points * config.model.width * (4 * layers + 5) * 4)
 
 
 def available_memory(device: torch.device | None = None) -> int | None:
@@ -250,7 +252,7 @@ def _deferred_interrupts():
             signal.signal(s, h)
 
 
-def _train_state(optimizer: torch.optim.Optimizer, sampler: Sampler, history: list) -> dict:
+def _train_state(optimizer: Adam, sampler: Sampler, history: list) -> dict:
     return {
         "optimizer": optimizer.state_dict(),
         "rng": sampler.get_state(),
@@ -310,7 +312,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     if ckpt is not None:
         model.load_state_dict(ckpt.model.state_dict())
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = Adam(model.parameters(), lr=config.lr)
     sampler = Sampler(normalization.to_unit(scan.points), scan.normals, config.batch,
                       uniform_ratio=config.uniform_ratio, near_ratio=config.near_ratio,
                       near_scale=config.near_scale, seed=config.seed, device=device,

@@ -106,3 +106,63 @@ def test_sphere_fit_gives_a_round_watertight_mesh(tmp_path, sphere_scan_file):
     assert np.percentile(np.abs(r - 20.0), 99) < 0.6
     assert tm.is_watertight and tm.volume > 0
     assert len(tm.split(only_watertight=False)) == 1
+
+
+def _adam_pair(seed=0):
+    from siren3d.model import Siren
+
+    torch.manual_seed(seed)
+    a, b = Siren(ModelConfig(width=32)), Siren(ModelConfig(width=32))
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def _adam_step(model, opt, x, lr):
+    opt.param_groups[0]["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    f, g = model.sdf_and_grad(x, method="fused")
+    ((f ** 2).mean() + ((g.norm(dim=-1) - 1) ** 2).mean()).backward()
+    opt.step()
+
+
+def test_own_adam_matches_torch_adam_and_reads_its_state():
+    """siren3d.optim.Adam (no dynamo import) takes the same steps as torch.optim.Adam, bit for bit,
+    with a changing learning rate, and either one's state_dict resumes the other."""
+    from siren3d.optim import Adam
+
+    a, b = _adam_pair()
+    oa, ob = torch.optim.Adam(a.parameters(), lr=1e-3), Adam(b.parameters(), lr=1e-3)
+    x = torch.rand(512, 3) * 2 - 1
+    for i in range(30):
+        _adam_step(a, oa, x, 1e-3 * (1 - i / 40))
+        _adam_step(b, ob, x, 1e-3 * (1 - i / 40))
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert float(ob.state_dict()["state"][0]["step"]) == 30
+    # Cross-load both ways, then one more step each: still identical.
+    c, d = _adam_pair()
+    c.load_state_dict(a.state_dict()), d.load_state_dict(a.state_dict())
+    oc, od = Adam(c.parameters()), torch.optim.Adam(d.parameters())
+    oc.load_state_dict(oa.state_dict())
+    od.load_state_dict(ob.state_dict())
+    for model, opt in ((a, oa), (c, oc), (d, od)):
+        _adam_step(model, opt, x, 5e-4)
+    for p, q, r in zip(a.parameters(), c.parameters(), d.parameters()):
+        assert torch.equal(p, q) and torch.equal(p, r)
+
+
+def test_own_adam_refuses_a_state_for_another_network():
+    from siren3d.model import Siren
+    from siren3d.optim import Adam
+
+    a = Siren(ModelConfig(width=32))
+    oa = Adam(a.parameters())
+    _adam_step(a, oa, torch.rand(64, 3), 1e-3)
+    wide = Siren(ModelConfig(width=64))
+    with pytest.raises(ValueError, match="do not match"):
+        Adam(wide.parameters()).load_state_dict(oa.state_dict())
+    deep = Siren(ModelConfig(width=32, hidden_layers=4))
+    with pytest.raises(ValueError, match="parameters"):
+        Adam(deep.parameters()).load_state_dict(oa.state_dict())
+    with pytest.raises(ValueError):
+        Adam(a.parameters()).load_state_dict({"state": "nonsense"})
