@@ -6,13 +6,17 @@ cos, mul, neg for every layer, in both passes). Written out by hand it needs per
 cos, six matrix products and a handful of fused elementwise updates; ``benchmarks/train_step.py``
 measures the difference against plain autograd.
 
-Notation, for sine layers l = 1..L (h_0 = x), output f = w_o . h_L + b_o:
+Notation, for sine layers l = 1..L (h_0 = x), output f = w_o . h_L + b_o. The frequency w0_l is
+folded into the layer's weights once per step (W'_l = w0_l W_l, b'_l = w0_l b_l: a 128x128 product,
+instead of scaling every point's activations twice per layer):
 
-    a_l = W_l h_{l-1} + b_l,  z_l = w0_l a_l,  h_l = sin z_l,  c_l = w0_l cos z_l
-    u_L = w_o,  v_l = u_l * c_l,  u_{l-1} = v_l W_l,  grad f = u_0
+    z_l = W'_l h_{l-1} + b'_l,  h_l = sin z_l,  c_l = cos z_l
+    u_L = w_o,  v_l = u_l * c_l,  u_{l-1} = v_l W'_l,  grad f = u_0
 
 Given dL/df and dL/d(grad f), the backward pass walks the gradient chain forward (l = 1..L) and
-the value chain backward (l = L..1); the two meet through d c_l / d z_l = -w0_l^2 ... see below.
+the value chain backward (l = L..1); the two meet through d c_l / d z_l = -sin z_l = -h_l:
+dL/dz_l = hbar_l * c_l - cbar_l * h_l. The weight gradients of W'_l come out of both chains and
+are scaled back by w0_l at the end.
 """
 
 from __future__ import annotations
@@ -24,22 +28,23 @@ class _SirenValueAndGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w0s, prior_radius, bf16_backward, w_out, b_out, *params):
         # params: W_1, b_1, W_2, b_2, ...; w0s: one float per sine layer.
-        weights, biases = params[0::2], params[1::2]
-        n = len(weights)
+        n = len(w0s)
+        ws = [w * w0 for w, w0 in zip(params[0::2], w0s)]
+        bs = [b * w0 for b, w0 in zip(params[1::2], w0s)]
         hs, cs = [x], []
         h = x
-        for w, b, w0 in zip(weights, biases, w0s):
-            z = torch.addmm(b, h, w.t()).mul_(w0)
-            cs.append(torch.cos(z).mul_(w0))
+        for w, b in zip(ws, bs):
+            z = torch.addmm(b, h, w.t())
+            cs.append(torch.cos(z))
             h = torch.sin_(z)
             hs.append(h)
         f = torch.addmm(b_out, h, w_out.t()).squeeze(-1)
-        # Gradient chain: u_L = w_o, v_l = u_l * c_l, u_{l-1} = v_l W_l; us[l] = u_l for l < L.
+        # Gradient chain: u_L = w_o, v_l = u_l * c_l, u_{l-1} = v_l W'_l; us[l-1] = u_l for l < L.
         vs, us = [None] * n, [None] * n
         u = w_out
         for i in range(n - 1, -1, -1):
             vs[i] = cs[i] * u
-            u = vs[i] @ weights[i]
+            u = vs[i] @ ws[i]
             if i > 0:
                 us[i - 1] = u
         g = u
@@ -52,7 +57,7 @@ class _SirenValueAndGrad(torch.autograd.Function):
             # The backward pass only uses these in matrix products that form weight gradients.
             hs = [hs[0]] + [h.to(torch.bfloat16) for h in hs[1:]]
             vs = [v.to(torch.bfloat16) for v in vs]
-        ctx.save_for_backward(w_out, *weights, *hs, *cs, *vs, *us[:-1])
+        ctx.save_for_backward(w_out, *ws, *hs, *cs, *vs, *us[:-1])
         return f, g
 
     @staticmethod
@@ -60,8 +65,8 @@ class _SirenValueAndGrad(torch.autograd.Function):
         n, w0s = ctx.n, ctx.w0s
         saved = ctx.saved_tensors
         w_out = saved[0]
-        weights = saved[1:1 + n]
-        hs = saved[1 + n:2 + 2 * n]      # h_0 = x, h_1 .. h_L
+        ws = saved[1:1 + n]                # W'_l = w0_l W_l
+        hs = saved[1 + n:2 + 2 * n]        # h_0 = x, h_1 .. h_L
         cs = saved[2 + 2 * n:2 + 3 * n]
         vs = saved[2 + 3 * n:2 + 4 * n]
         us = list(saved[2 + 4 * n:]) + [w_out]   # u_1 .. u_L
@@ -70,33 +75,34 @@ class _SirenValueAndGrad(torch.autograd.Function):
             gf = x.new_zeros(x.shape[0])
         if gg is None:
             gg = torch.zeros_like(x)
-        lp = torch.bfloat16 if ctx.bf16 else x.dtype
+        bf16 = ctx.bf16
+        ws_lp = [w.to(torch.bfloat16) for w in ws] if bf16 else ws
 
         def mm(a, b):
             """Adjoint products: in bf16 when asked (several times faster on CPUs with AVX512-BF16)."""
-            return (a.to(lp) @ b.to(lp)).to(x.dtype) if ctx.bf16 else a @ b
+            return (a.to(torch.bfloat16) @ b.to(torch.bfloat16)).to(x.dtype) if bf16 else a @ b
 
-        # Gradient chain, l = 1..L (reverse of its forward): from u_{l-1} = v_l W_l and v_l = u_l c_l.
+        # Gradient chain, l = 1..L (reverse of its forward): from u_{l-1} = v_l W'_l and v_l = u_l c_l.
         dW, dc = [None] * n, [None] * n
         ubar = gg                                  # dL/du_0
         for i in range(n):
-            vbar = ubar @ weights[i].t() if i == 0 else mm(ubar, weights[i].t())   # dL/dv_l
-            dW[i] = mm(vs[i].t(), ubar)            # dL/dW_l through the gradient chain
-            dc[i] = vbar * us[i]                   # dL/dc_l
+            vbar = ubar @ ws[i].t() if i == 0 else mm(ubar, ws_lp[i].t())   # dL/dv_l
+            dW[i] = mm(vs[i].t(), ubar)            # dL/dW'_l through the gradient chain
             ubar = vbar * cs[i]                    # dL/du_l
+            dc[i] = vbar.mul_(us[i])               # dL/dc_l (vbar is not needed after this)
         dw_out = ubar.sum(0, keepdim=True)         # u_L = w_o at every point
-        # Value chain, l = L..1. h = sin z, c = w0 cos z, z = w0 a, so
-        # dL/da = w0 * (hbar * cos z - dc * w0 sin z) = hbar * c - w0^2 * dc * h.
+        # Value chain, l = L..1: dL/dz_l = hbar_l * c_l - dL/dc_l * h_l.
         dw_out = dw_out + mm(gf[None, :], hs[n])
         db_out = gf.sum().reshape(1)
         hbar = gf[:, None] * w_out                 # dL/dh_L
         grads = [None] * (2 * n)
         for i in range(n - 1, -1, -1):
-            abar = torch.addcmul(hbar * cs[i], dc[i], hs[i + 1].to(x.dtype), value=-w0s[i] * w0s[i])
-            grads[2 * i] = dW[i] + (abar.t() @ hs[i] if i == 0 else mm(abar.t(), hs[i]))
-            grads[2 * i + 1] = abar.sum(0)
+            zbar = hbar.mul_(cs[i]).addcmul_(dc[i], hs[i + 1], value=-1.0)
+            dwp = dW[i] + (zbar.t() @ hs[i] if i == 0 else mm(zbar.t(), hs[i]))
+            grads[2 * i] = dwp.mul_(w0s[i])
+            grads[2 * i + 1] = zbar.sum(0).mul_(w0s[i])
             if i > 0:
-                hbar = mm(abar, weights[i])
+                hbar = mm(zbar, ws_lp[i])
         return (None, None, None, None, dw_out, db_out, *grads)
 
 

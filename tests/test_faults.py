@@ -148,7 +148,9 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, scan_file):
     msg = str(err.value)
     assert "\n" not in msg and "diverged" in msg and "--lr" in msg, msg
     last_ok = seen[-1]  # steps completed with a finite loss
-    kept = last_ok - last_ok % 5
+    # The checkpoint of step k is written at step k + 1, once the weights after k steps gave a
+    # finite loss: so the last one kept is the last multiple of 5 below last_ok, not at it.
+    kept = (last_ok - 1) - (last_ok - 1) % 5
     assert f"at step {last_ok + 1}" in msg and f"last good checkpoint (step {kept})" in msg, msg
     ckpt = load_checkpoint(run / "model.pt")  # finite weights, or it would raise
     assert ckpt.step == kept > 0
@@ -239,7 +241,8 @@ def test_step_memory_estimate_is_close_to_the_measured_peak():
         cfg = FitConfig(batch=60000, model=ModelConfig(width=96, hidden_layers=2))
         m = Siren(cfg.model); opt = torch.optim.Adam(m.parameters(), 1e-4)
         b = cfg.batch
-        x = torch.rand(2 * b, 3) * 2 - 1; n = torch.nn.functional.normalize(torch.randn(b, 3), dim=1)
+        x = torch.rand(int(b * (1 + cfg.uniform_ratio + cfg.near_ratio)), 3) * 2 - 1  # every point of a step
+        n = torch.nn.functional.normalize(torch.randn(b, 3), dim=1)
         base, peak, done = anon(), [0], threading.Event()
 
         def watch():
