@@ -25,7 +25,9 @@ would be roughly); ``sparse`` 5,000 points.
 
     python benchmarks/quality.py [--scans bunny lucy gargoyle_scan] [--regimes clean noisy sparse]
         [--steps N] [--fit-args "--init sphere --lr 2e-4"] [--res 512] [--depth 9] [--samples 200000]
-        [--seed 0] [--keep DIR] [--quick]
+        [--seed 0] [--keep DIR] [--quick] [--no-poisson]
+
+``--no-poisson`` scores siren3d alone (for a machine without Open3D, such as a GPU box): no ratios.
 
 ``--quick`` shrinks everything (2,000/2,000/500 points, 60 steps of a small network, res 64, depth 6,
 20,000 score samples) to smoke-test the script in a few minutes; its numbers mean nothing.
@@ -167,6 +169,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seeds inputs, fits and scoring")
     ap.add_argument("--keep", type=Path, default=None, help="keep inputs and meshes under this folder")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to smoke-test the script")
+    ap.add_argument("--no-poisson", action="store_true", help="score siren3d alone (no Open3D needed)")
     args = ap.parse_args()
 
     fit_args = (QUICK_FIT if args.quick else []) + shlex.split(args.fit_args)
@@ -191,7 +194,7 @@ def main() -> None:
                 save_points_ply(input_ply, points, normals)
 
                 siren, siren_mesh = run_siren(input_ply, work, fit_args, res, args.seed)
-                poisson, poisson_mesh = run_poisson(points, normals, work, depth)
+                poisson, poisson_mesh = ({}, None) if args.no_poisson else run_poisson(points, normals, work, depth)
                 # Scores use other samples than the inputs (seed + 1000): a method is not rewarded
                 # for reproducing the very points it was given, except on a raw scan (see above).
                 siren_scores = score(siren_mesh, reference, samples, args.seed + 1000)
@@ -199,11 +202,12 @@ def main() -> None:
                 line = {"bench": "quality", "scan": label, "regime": regime, "input_points": len(points),
                         "noise_sigma": round(noise * diag, 7), "seed": args.seed, "quick": args.quick,
                         "fit_args": fit_args, "res": res, "depth": depth}
-                line.update({k: poisson_scores[k] for k in REFERENCE_KEYS})
+                line.update({k: (poisson_scores or siren_scores).get(k) for k in REFERENCE_KEYS})
                 own = REFERENCE_KEYS + ("seed",)
                 line["siren"] = {**siren, **{k: v for k, v in siren_scores.items() if k not in own}}
-                line["poisson"] = {**poisson, **{k: v for k, v in poisson_scores.items() if k not in own}}
-                if siren_scores:
+                if not args.no_poisson:
+                    line["poisson"] = {**poisson, **{k: v for k, v in poisson_scores.items() if k not in own}}
+                if siren_scores and poisson_scores:
                     line["chamfer_ratio"] = round(siren_scores["chamfer_l1"] / poisson_scores["chamfer_l1"], 4)
                     line["normal_consistency_diff"] = round(
                         siren_scores["normal_consistency"] - poisson_scores["normal_consistency"], 5)

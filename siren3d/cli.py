@@ -178,20 +178,23 @@ def _parse_bbox(ctx, param, value):
               help="Mesh this box, in scan units, instead of the fitted box.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output mesh (.ply .obj .stl .off .glb) [default: RUN/mesh-RES.ply].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the network is evaluated (auto: CUDA when available).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
 def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: str, level: float, refine: int,
-         min_component: float, pad: float, bbox, output: Path | None, quiet: bool) -> None:
+         min_component: float, pad: float, bbox, output: Path | None, device: str, quiet: bool) -> None:
     """Extract the surface of a fitted field as a mesh, in the scan's own coordinates."""
     from .checkpoint import load_checkpoint
     from .meshing import EXPORT_SUFFIXES, export_mesh, extract_mesh
+    from .training import resolve_device
 
     model_path = resolve_model(model or run)
     output = output or model_path.parent / f"mesh-{res}.ply"
     if output.suffix.lower() not in EXPORT_SUFFIXES:
         raise Siren3dError(f"cannot write '{output.suffix or '(no extension)'}' meshes; use one of "
                            f"{' '.join(EXPORT_SUFFIXES)}", output)
-    ckpt = load_checkpoint(model_path)
+    ckpt = load_checkpoint(model_path, device=resolve_device(device))
     result = extract_mesh(ckpt.model, ckpt.normalization, res=res, method=method, backend=backend, level=level,
                           refine=refine, min_component=min_component, pad=pad, bbox=bbox,
                           progress=not quiet and sys.stderr.isatty())

@@ -134,12 +134,13 @@ def evaluate_with_grad(model: Siren, points: np.ndarray, chunk: int = DEFAULT_CH
                        ) -> tuple[np.ndarray, np.ndarray]:
     """f and grad f at unit-box points: (N, 3) -> ((N,) float64, (N, 3) float64)."""
     device = next(model.parameters()).device
+    fg = model.grad_evaluator()
     f_out = np.empty(len(points), dtype=np.float64)
     g_out = np.empty((len(points), 3), dtype=np.float64)
     with torch.no_grad():
         for i in range(0, len(points), chunk):
             x = torch.as_tensor(points[i:i + chunk], dtype=torch.float32, device=device)
-            f, g = model.sdf_and_grad(x, method="analytic", create_graph=False)
+            f, g = fg(x)
             f_out[i:i + chunk] = f.double().cpu().numpy()
             g_out[i:i + chunk] = g.double().cpu().numpy()
     return f_out, g_out
@@ -459,8 +460,11 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
         where = "above" if lo >= unit_level else "below" if hi <= unit_level else "away from"
         raise Siren3dError(f"the field never reaches the level {level:g} in the box: it is everywhere {where} it "
                            f"({span}); use a --level between those")
-    unit = grid.points(v)
+    # Small pieces go first (a question of faces alone), so that neither the box-edge warning
+    # nor the gradient pass below is spent on vertices that will not be written.
+    v, f, _, kept, dropped = drop_small_components(v, f, min_component)
     touches = bool(((v <= 1e-9) | (v >= grid.cells - 1e-9)).any())
+    unit = grid.points(v)
 
     vnormals = None
     if refine or normals:
@@ -468,7 +472,6 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
         to_scan = normalization.distance_to_scan
         stats["level_error"] = {k: to_scan(val) for k, val in rstats.items()} if refine else {
             "before_mean": to_scan(rstats["before_mean"]), "before_max": to_scan(rstats["before_max"])}
-    unit, f, vnormals, kept, dropped = drop_small_components(unit, f, min_component, vnormals)
     vertices = normalization.to_scan(unit)
     stats.update(seconds=time.perf_counter() - t0, vertices=len(vertices), faces=len(f), components=kept,
                  dropped_components=dropped, watertight=is_watertight(f), touches_box=touches)

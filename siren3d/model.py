@@ -127,6 +127,38 @@ class Siren(nn.Module):
 
         return f
 
+    @torch.no_grad()
+    def grad_evaluator(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Like :meth:`evaluator`, for f and grad f together: x (N, 3) -> (f (N,), grad f (N, 3)).
+
+        One forward pass keeping cos z, then the gradient chain with w0 folded into the weights
+        (d sin(z)/dh = cos(z) w0 W): two matrix products per layer and no autograd graph.
+        """
+        folded = [(layer.w0 * layer.linear.weight.detach(), layer.w0 * layer.linear.bias.detach())
+                  for layer in self.layers]
+        w_out, b_out = self.out.weight.detach(), self.out.bias.detach()
+        prior, radius = self.sphere_prior, self.config.sphere_radius
+
+        @torch.no_grad()
+        def fg(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h, cosines = x, []
+            for w, b in folded:
+                z = torch.addmm(b, h, w.t())
+                cosines.append(torch.cos(z))
+                h = z.sin_()
+            f = torch.addmm(b_out, h, w_out.t()).squeeze(-1)
+            u = cosines[-1].mul_(w_out)
+            for (w, _), c in zip(reversed(folded[1:]), reversed(cosines[:-1])):
+                u = (u @ w).mul_(c)
+            g = u @ folded[0][0]
+            if prior:
+                r = x.norm(dim=-1, keepdim=True)
+                f += r.squeeze(-1) - radius
+                g += x / r.clamp_min(1e-12)
+            return f, g
+
+        return fg
+
     def sdf_and_grad(self, x: torch.Tensor, method: str = "analytic", create_graph: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3) -> (f: (N,), grad f: (N, 3)).
