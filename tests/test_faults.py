@@ -288,6 +288,15 @@ def test_mesh_res_4096_is_refused_with_its_memory_need(tiny_model):
     assert not [p for p in tiny_model.parent.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_mesh_on_cuda_without_a_gpu_is_refused(tmp_path, tiny_model):
+    target = tmp_path / "out.ply"
+    r = CliRunner().invoke(main, ["mesh", str(tiny_model), "--res", "16", "--device", "cuda", "-o", str(target)])
+    assert r.exit_code == 2
+    assert "no CUDA GPU" in _one_error_line(r.output)
+    assert not target.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # Untrusted model files
 
