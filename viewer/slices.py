@@ -102,7 +102,8 @@ def slice_points(origin, normal, size, res) -> tuple[np.ndarray, np.ndarray, np.
 
 class FieldEvaluator:
     """A SIREN evaluated for display, in chunks: values through ``Siren.evaluator`` (w0 folded into
-    the weights, in-place sines) and gradients through the model's analytic gradient.
+    the weights, in-place sines) and gradients through ``Siren.grad_evaluator`` (the same, with the
+    gradient chain written out).
     Build it again if the model's weights change.
     """
 
@@ -121,7 +122,7 @@ class FieldEvaluator:
         return out
 
     def value_and_grad(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unit-box points (N, 3) -> (f (N,), grad f (N, 3)), the model's analytic gradient."""
+        """Unit-box points (N, 3) -> (f (N,), grad f (N, 3)), the model's exact gradient."""
         return evaluate_with_grad(self.model, np.asarray(points, dtype=np.float32), self.chunk)
 
 
