@@ -99,6 +99,8 @@ def main(verbose: bool) -> None:
 @click.option("--w0", type=float, default=None, help="First-layer frequency factor (paper: 30).")
 @click.option("--init", type=click.Choice(["siren", "sphere"]), default=None,
               help="'siren': the paper's initialization; 'sphere': f = SIREN + sphere distance prior.")
+@click.option("--noise", type=click.Choice(["auto", "low", "high"]), default=None,
+              help="Treat the scan as clean (low) or noisy (high: trust normals more); auto measures it.  [default: auto]")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, show_default=True,
               help="Steps between checkpoints (0: only at the end).")
@@ -107,7 +109,7 @@ def main(verbose: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def fit(scan: Path, out: Path | None, quality, preset, steps, batch, lr, seed, device, width, hidden_layers, w0,
-        init, resume, checkpoint_every, max_points, quiet) -> None:
+        init, noise, resume, checkpoint_every, max_points, quiet) -> None:
     """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
     from .io import DEFAULT_MAX_POINTS, load_scan
     from .runs import default_run_dir
@@ -116,8 +118,9 @@ def fit(scan: Path, out: Path | None, quality, preset, steps, batch, lr, seed, d
 
     try:
         named = preset or (None if quality == "default" else quality)
-        config = config_from_preset(named, steps=steps, batch=batch, lr=lr, seed=seed, device=device, width=width,
-                                    hidden_layers=hidden_layers, w0=w0, init=init, checkpoint_every=checkpoint_every)
+        config = config_from_preset(named, steps=steps, batch=batch, lr=lr, seed=seed, device=device, noise=noise,
+                                    width=width, hidden_layers=hidden_layers, w0=w0, init=init,
+                                    checkpoint_every=checkpoint_every)
     except ValueError as e:  # e.g. --w0 0: the model settings say what is wrong
         raise Siren3dError(f"invalid settings: {e}") from None
     config.validate()

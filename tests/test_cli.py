@@ -78,3 +78,31 @@ def test_quality_levels_and_the_paper_preset_choose_their_settings():
     assert set(PRESETS) >= {"fast", "high", "paper"}
     r = CliRunner().invoke(main, ["fit", "x.ply", "--quality", "best"])
     assert r.exit_code == 2 and "'best' is not one of" in r.output
+
+
+@pytest.mark.parametrize("noise_option, noisy_expected", [([], True), (["--noise", "low"], False)])
+def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_points, noise_option, noisy_expected):
+    """The noise of the scan is measured before training, reported on stderr and in fit.json, and
+    a noisy scan trains with the noisy-scan normal weight (unless --noise low); the model's saved
+    config holds the weight that was used."""
+    from siren3d.io import save_points_ply
+    from siren3d.sampling import local_spacing
+    from siren3d.training import NOISY_NORMAL_WEIGHT, FitConfig
+
+    pts, nrm = torus_points
+    spacing = float(np.median(local_spacing(pts, k=1)))
+    noisy = pts + np.random.default_rng(1).normal(scale=3 * spacing, size=pts.shape)
+    path = in_tmp / "noisy.ply"
+    save_points_ply(path, noisy * 50.0, nrm)
+    r = CliRunner().invoke(main, ["fit", str(path), "--steps", "5", "--batch", "256", "--width", "16",
+                                  "--out", str(in_tmp / "run"), "-q", *noise_option])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((in_tmp / "run" / "fit.json").read_text())
+    weight = doc["fit"]["loss"]["normal"]
+    if noisy_expected:
+        assert "treated as noisy" in r.output
+        assert doc["input"]["noise"]["noisy"] and doc["input"]["noise"]["ratio"] > 0.5
+        assert weight == NOISY_NORMAL_WEIGHT
+    else:
+        assert "scan noise" not in r.output and doc["input"]["noise"]["ratio"] is None
+        assert weight == FitConfig().loss.normal

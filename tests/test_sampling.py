@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from siren3d.sampling import Sampler
@@ -31,3 +32,19 @@ def test_batches_carry_sides_for_every_off_surface_point_and_are_reproducible(sp
     # near-surface points stay near the surface: within a few point spacings of radius 0.5
     assert (a.near.norm(dim=1) - 0.5).abs().max() < 0.2
     assert Sampler(pts, nrm, batch=128, seed=3).sample().off_sign is None  # off: not computed
+
+
+def test_noise_ratio_tells_noisy_scans_from_clean_ones_at_any_scale():
+    """Clean samples of a curved surface score well under NOISY_RATIO, the same with Gaussian noise
+    of twice the point spacing well over it; the figure does not depend on units or position."""
+    from siren3d.sampling import local_spacing, noise_ratio
+    from siren3d.synthetic import sample_surface, torus
+    from siren3d.training import NOISY_RATIO
+
+    pts, _ = sample_surface(torus(0.5, 0.18), 20000, res=64, seed=4)
+    spacing = float(np.median(local_spacing(pts, k=1)))
+    noisy = pts + np.random.default_rng(0).normal(scale=2 * spacing, size=pts.shape)
+    clean_r, noisy_r = noise_ratio(pts), noise_ratio(noisy)
+    assert clean_r < 0.3 < NOISY_RATIO < 0.6 < noisy_r, (clean_r, noisy_r)
+    assert noise_ratio(pts * 1000.0 + 5e4) == pytest.approx(clean_r, rel=1e-3)
+    assert noise_ratio(pts[:3]) == 0.0  # too few points to say: treated as clean
