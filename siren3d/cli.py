@@ -99,6 +99,9 @@ def main(verbose: bool) -> None:
 @click.option("--w0", type=float, default=None, help="First-layer frequency factor (paper: 30).")
 @click.option("--init", type=click.Choice(["siren", "sphere"]), default=None,
               help="'siren': the paper's initialization; 'sphere': f = SIREN + sphere distance prior.")
+@click.option("--grad", type=click.Choice(["auto", "fused", "fused-bf16", "analytic", "autograd"]), default=None,
+              help="How grad f and the backward pass are computed (auto: fused-bf16 on CPUs with native bf16, "
+                   "else fused).  [default: auto]")
 @click.option("--noise", type=click.Choice(["auto", "low", "high"]), default=None,
               help="Treat the scan as clean (low) or noisy (high: trust normals more); auto measures it.  [default: auto]")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its checkpoint.")
@@ -109,7 +112,7 @@ def main(verbose: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def fit(scan: Path, out: Path | None, quality, preset, steps, batch, lr, seed, device, width, hidden_layers, w0,
-        init, noise, resume, checkpoint_every, max_points, quiet) -> None:
+        init, grad, noise, resume, checkpoint_every, max_points, quiet) -> None:
     """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
     from .io import DEFAULT_MAX_POINTS, load_scan
     from .runs import default_run_dir
@@ -119,7 +122,7 @@ def fit(scan: Path, out: Path | None, quality, preset, steps, batch, lr, seed, d
     try:
         named = preset or (None if quality == "default" else quality)
         config = config_from_preset(named, steps=steps, batch=batch, lr=lr, seed=seed, device=device, noise=noise,
-                                    width=width, hidden_layers=hidden_layers, w0=w0, init=init,
+                                    width=width, hidden_layers=hidden_layers, w0=w0, init=init, grad=grad,
                                     checkpoint_every=checkpoint_every)
     except ValueError as e:  # e.g. --w0 0: the model settings say what is wrong
         raise Siren3dError(f"invalid settings: {e}") from None

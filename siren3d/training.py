@@ -38,7 +38,7 @@ from .sampling import Sampler, noise_ratio
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("total",) + TERMS
-GRAD_METHODS = ("fused", "fused-bf16", "analytic", "autograd")
+GRAD_METHODS = ("auto", "fused", "fused-bf16", "analytic", "autograd")
 NOISE_MODES = ("auto", "low", "high")
 #: noise_ratio at or above which a scan is treated as noisy (clean scans: 0.1-0.3; see noise_ratio).
 NOISY_RATIO = 0.5
@@ -74,9 +74,10 @@ class FitConfig:
     """Seeds the network initialization and the sampler."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
-    grad: str = "fused"
-    """How grad f and its backward are computed: 'fused' (hand-written backward, fastest),
-    'fused-bf16' (its weight-gradient products in bfloat16), 'analytic' or 'autograd'."""
+    grad: str = "auto"
+    """How grad f and its backward are computed: 'fused' (hand-written backward), 'fused-bf16' (its
+    adjoint products in bfloat16), 'analytic' or 'autograd'; 'auto' is fused-bf16 on a CPU that
+    multiplies bf16 natively (AVX512-BF16, AMX), else fused. The fit records the one it used."""
     noise: str = "auto"
     """'auto': measure the scan's noise (sampling.noise_ratio) and, at NOISY_RATIO or more, weight the
     normal term NOISY_NORMAL_WEIGHT (trust the normals more than the positions); 'low' or 'high':
@@ -273,6 +274,15 @@ def _train_state(optimizer: Adam, sampler: Sampler, history: list) -> dict:
     }
 
 
+def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
+    """``grad='auto'`` made concrete for this device (see FitConfig.grad)."""
+    if config.grad != "auto":
+        return config
+    from .kernels import cpu_has_fast_bf16
+
+    return replace(config, grad="fused-bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fused")
+
+
 def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, dict]:
     """The config to train with on these points, and what was decided: {"ratio", "noisy"}.
 
@@ -328,6 +338,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     else:
         normalization = Normalization.fit(scan.points, config.margin)
         config, noise = adapt_to_noise(config, scan.points)
+    config = resolve_grad(config, device)
 
     check_step_memory(config, device)
     check_output_dir(run_dir)

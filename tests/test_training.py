@@ -166,3 +166,18 @@ def test_own_adam_refuses_a_state_for_another_network():
         Adam(deep.parameters()).load_state_dict(oa.state_dict())
     with pytest.raises(ValueError):
         Adam(a.parameters()).load_state_dict({"state": "nonsense"})
+
+
+def test_grad_auto_resolves_by_the_cpus_bf16_support_and_is_recorded(tmp_path, sphere_scan_file):
+    from siren3d.kernels import cpu_has_fast_bf16
+
+    scan = load_scan(sphere_scan_file)
+    cfg = FitConfig(steps=3, batch=128, device="cpu", checkpoint_every=0, model=ModelConfig(width=16))
+    assert cfg.grad == "auto"
+    result = fit(scan, cfg, tmp_path / "auto", progress=False)
+    expected = "fused-bf16" if cpu_has_fast_bf16() else "fused"
+    assert result.config.grad == expected
+    assert json.loads((tmp_path / "auto" / "fit.json").read_text())["fit"]["grad"] == expected
+    forced = fit(scan, FitConfig(steps=3, batch=128, device="cpu", checkpoint_every=0, grad="fused",
+                                 model=ModelConfig(width=16)), tmp_path / "fused", progress=False)
+    assert forced.config.grad == "fused"
