@@ -120,8 +120,8 @@ PRESETS: dict[str, dict] = {
     "fast": dict(steps=600),
     "high": dict(steps=4000, batch=4096),
     # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
-    "paper": dict(noise="low", steps=10000, batch=250_000, uniform_ratio=1.0, near_ratio=0.0, lr=1e-4, lr_final=1.0,
-                  warmup=0, model=dict(width=256, hidden_layers=3, init="siren"), loss=dict(sign=0.0)),
+    "paper": dict(noise="low", steps=10000, batch=250_000, uniform_ratio=1.0, near_ratio=0.0, lr=1e-4,
+                  lr_final=1.0, warmup=0, model=dict(width=256, hidden_layers=3, init="siren"), loss=dict(sign=0.0)),
 }
 
 
@@ -284,7 +284,7 @@ def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
 
 
 def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, dict]:
-    """The config to train with on these points, and what was decided: {"ratio", "noisy"}.
+    """The config to train with on these points, and what was decided: {"ratio", "noisy", "normal_weight"}.
 
     With ``noise='auto'`` the scan's noise_ratio decides; a noisy scan gets the normal term weighted
     NOISY_NORMAL_WEIGHT (never lowered). The returned config records the weights actually used.
