@@ -103,7 +103,8 @@ def main(verbose: bool) -> None:
               help="How grad f and the backward pass are computed (auto: fused-bf16 on CPUs with native bf16, "
                    "else fused).  [default: auto]")
 @click.option("--noise", type=click.Choice(["auto", "low", "high"]), default=None,
-              help="Treat the scan as clean (low) or noisy (high: trust normals more); auto measures it.  [default: auto]")
+              help="Treat the scan as clean (low) or noisy (high: trust normals more); auto measures it.  "
+                   "[default: auto]")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, show_default=True,
               help="Steps between checkpoints (0: only at the end).")
