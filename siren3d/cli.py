@@ -86,7 +86,7 @@ def main(verbose: bool) -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/<scan name>].")
 @click.option("--quality", type=click.Choice(["fast", "default", "high"]), default="default", show_default=True,
-              help="Time against detail: 'fast' ~0.4x the steps, 'high' ~2.7x the steps and 2x the batch.")
+              help="Time against detail: 'fast' half the points per step, 'high' 3.3x the steps and 2x the batch.")
 @click.option("--preset", type=click.Choice(["paper"]), default=None,
               help="'paper' reproduces the SIREN paper's settings (slow on a CPU); overrides --quality.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps.")
@@ -179,6 +179,8 @@ def _parse_bbox(ctx, param, value):
               help="Newton steps moving each vertex onto the level set (0: off).")
 @click.option("--min-component", type=click.FloatRange(min=0, max=1), default=DEFAULT_MIN_COMPONENT,
               show_default=True, help="Drop pieces with fewer faces than this fraction of the largest (0: keep all).")
+@click.option("--keep-inner", is_flag=True,
+              help="Keep closed pieces inside the main surface (dropped by default: a scanner cannot see them).")
 @click.option("--pad", type=click.FloatRange(min=0, max=10), default=0.0, show_default=True,
               help="Grow the meshing box by this fraction on every side (for surfaces that touch it).")
 @click.option("--bbox", callback=_parse_bbox, default=None, metavar="X0,Y0,Z0,X1,Y1,Z1",
@@ -190,7 +192,8 @@ def _parse_bbox(ctx, param, value):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
 def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: str, level: float, refine: int,
-         min_component: float, pad: float, bbox, output: Path | None, device: str, quiet: bool) -> None:
+         min_component: float, keep_inner: bool, pad: float, bbox, output: Path | None, device: str,
+         quiet: bool) -> None:
     """Extract the surface of a fitted field as a mesh, in the scan's own coordinates."""
     from .checkpoint import load_checkpoint
     from .meshing import EXPORT_SUFFIXES, export_mesh, extract_mesh
@@ -203,7 +206,7 @@ def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: s
                            f"{' '.join(EXPORT_SUFFIXES)}", output)
     ckpt = load_checkpoint(model_path, device=resolve_device(device))
     result = extract_mesh(ckpt.model, ckpt.normalization, res=res, method=method, backend=backend, level=level,
-                          refine=refine, min_component=min_component, pad=pad, bbox=bbox,
+                          refine=refine, min_component=min_component, drop_inner=not keep_inner, pad=pad, bbox=bbox,
                           progress=not quiet and sys.stderr.isatty())
     export_mesh(result, output)
     s = result.stats
@@ -212,6 +215,8 @@ def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: s
                f"{s['vertices']:,} vertices, {s['faces']:,} faces, {s['components']} "
                f"component{'s' if s['components'] != 1 else ''}"
                + (f" ({s['dropped_components']} small dropped)" if s["dropped_components"] else "")
+               + (f" ({s['inner_shells_dropped']} inner shell{'s' if s['inner_shells_dropped'] != 1 else ''} "
+                  f"dropped; --keep-inner keeps them)" if s["inner_shells_dropped"] else "")
                + f", {'watertight' if s['watertight'] else 'NOT watertight'}", err=True)
     err = s.get("level_error")
     if err and "after_mean" in err:

@@ -377,6 +377,58 @@ def drop_small_components(vertices: np.ndarray, faces: np.ndarray, min_fraction:
     return vertices[used], remap[faces], normals, kept, int(n - kept - (counts == 0).sum())
 
 
+def _ray_crossings(origin: np.ndarray, direction: np.ndarray, tri: np.ndarray) -> int:
+    """How many triangles (M, 3, 3) the ray origin + t * direction (t > 0) passes through."""
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    pvec = np.cross(direction, e2)
+    det = np.einsum("ij,ij->i", e1, pvec)
+    ok = np.abs(det) > 1e-12
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    tvec = origin - tri[:, 0]
+    u = np.einsum("ij,ij->i", tvec, pvec) * inv
+    qvec = np.cross(tvec, e1)
+    v = (qvec @ direction) * inv
+    t = np.einsum("ij,ij->i", e2, qvec) * inv
+    return int((ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)).sum())
+
+
+#: Directions of the parity rays (irrational-ish, so no ray runs along a grid plane or edge).
+_RAYS = np.array([[0.5773, 0.5812, 0.5736], [-0.7071, 0.3090, 0.6358], [0.2113, -0.9012, 0.3785]])
+
+
+def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20):
+    """Drop closed pieces that lie inside the largest piece: a scanner cannot see inside an object,
+    so a shell there is a fitting artefact (a pocket of the wrong sign), never scanned surface.
+
+    A piece is inside when rays from one of its vertices cross the largest piece an odd number of
+    times (majority of three rays). Only the ``max_tested`` largest other pieces are tested.
+    Returns (vertices, faces, pieces dropped).
+    """
+    n, labels = connected_components(faces, len(vertices))
+    if n <= 1:
+        return vertices, faces, 0
+    face_label = labels[faces[:, 0]]
+    counts = np.bincount(face_label, minlength=n)
+    order = np.argsort(-counts)
+    main = order[0]
+    tri = np.asarray(vertices, dtype=np.float64)[faces[face_label == main]]
+    inner = []
+    for c in order[1:1 + max_tested]:
+        if counts[c] == 0:
+            break
+        origin = np.asarray(vertices[faces[np.argmax(face_label == c), 0]], dtype=np.float64)
+        odd = sum(_ray_crossings(origin, d / np.linalg.norm(d), tri) % 2 for d in _RAYS)
+        if odd >= 2:
+            inner.append(c)
+    if not inner:
+        return vertices, faces, 0
+    faces = faces[~np.isin(face_label, inner)]
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces.ravel()] = True
+    remap = np.cumsum(used) - 1
+    return vertices[used], remap[faces], len(inner)
+
+
 def is_watertight(faces: np.ndarray) -> bool:
     """Every edge is shared by exactly two faces (and there is at least one face)."""
     if len(faces) == 0:
@@ -404,12 +456,14 @@ def estimate_memory(res: int, method: str, active_blocks: int | None = None, blo
 def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, backend: str = "mcubes",
                  level: float = 0.0, method: str = "sparse", block: int = DEFAULT_BLOCK,
                  safety: float = DEFAULT_SAFETY, refine: int = 0, min_component: float = 0.0,
+                 drop_inner: bool = False,
                  pad: float = 0.0, bbox: tuple | None = None, normals: bool = True,
                  chunk: int = DEFAULT_CHUNK, progress: bool = False) -> MeshResult:
     """The ``level`` set (scan units; 0: the surface) of ``model`` as a mesh in scan coordinates.
 
     ``refine``: Newton steps per vertex onto the level set; ``min_component``: drop pieces smaller
-    than this fraction of the largest; ``pad``: grow the unit box by this much on every side;
+    than this fraction of the largest; ``drop_inner``: drop closed pieces inside the largest one
+    (see drop_inner_shells); ``pad``: grow the unit box by this much on every side;
     ``bbox``: (xmin, ymin, zmin, xmax, ymax, zmax) in scan units instead of the unit box.
     """
     if res < 8:
@@ -463,6 +517,10 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
     # Small pieces go first (a question of faces alone), so that neither the box-edge warning
     # nor the gradient pass below is spent on vertices that will not be written.
     v, f, _, kept, dropped = drop_small_components(v, f, min_component)
+    inner = 0
+    if drop_inner and kept > 1:
+        v, f, inner = drop_inner_shells(v, f)
+        kept -= inner
     touches = bool(((v <= 1e-9) | (v >= grid.cells - 1e-9)).any())
     unit = grid.points(v)
 
@@ -474,7 +532,8 @@ def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, 
             "before_mean": to_scan(rstats["before_mean"]), "before_max": to_scan(rstats["before_max"])}
     vertices = normalization.to_scan(unit)
     stats.update(seconds=time.perf_counter() - t0, vertices=len(vertices), faces=len(f), components=kept,
-                 dropped_components=dropped, watertight=is_watertight(f), touches_box=touches)
+                 dropped_components=dropped, inner_shells_dropped=inner, watertight=is_watertight(f),
+                 touches_box=touches)
     if touches:
         log.warning("the surface reaches the edge of the box, so the mesh is open there; "
                     "mesh a larger box with --pad 0.2 (or --bbox)")

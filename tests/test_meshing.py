@@ -136,6 +136,41 @@ def test_small_pieces_are_dropped_and_counted():
     assert (kept, dropped, len(f)) == (2, 0, len(both.faces))
 
 
+def test_inner_shells_are_dropped_and_outer_pieces_kept():
+    """A closed piece inside the main surface goes (off-centre, so no ray passes through a vertex
+    by symmetry); a piece beside it and a piece in a concavity-free outside spot stay."""
+    from siren3d.meshing import drop_inner_shells
+
+    big = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    inside = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
+    inside.apply_translation([0.21, -0.13, 0.34])
+    beside = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
+    beside.apply_translation([2.5, 0.1, -0.2])
+    allp = trimesh.util.concatenate([big, inside, beside])
+    v, f, dropped = drop_inner_shells(allp.vertices, allp.faces)
+    assert dropped == 1
+    assert len(f) == len(big.faces) + len(beside.faces) and len(v) == len(big.vertices) + len(beside.vertices)
+    kept = trimesh.Trimesh(v, f, process=False).split(only_watertight=False)
+    assert sorted(len(k.faces) for k in kept) == sorted([len(big.faces), len(beside.faces)])
+    # nothing inside: nothing dropped, the arrays come back as they were
+    v2, f2, d2 = drop_inner_shells(trimesh.util.concatenate([big, beside]).vertices,
+                                   trimesh.util.concatenate([big, beside]).faces)
+    assert d2 == 0 and len(f2) == len(big.faces) + len(beside.faces)
+
+
+def test_extract_mesh_drops_inner_shells_only_when_asked():
+    """A fresh paper-init SIREN is full of nested blobs: with drop_inner the pieces inside the
+    largest one go, and the counts add up."""
+    model = _siren("siren", width=64)
+    kw = dict(refine=0, normals=False, min_component=0.0)
+    every = extract_mesh(model, UNIT, 48, **kw)
+    outer = extract_mesh(model, UNIT, 48, drop_inner=True, **kw)
+    assert every.stats["inner_shells_dropped"] == 0
+    assert outer.stats["inner_shells_dropped"] >= 1
+    assert outer.stats["components"] == every.stats["components"] - outer.stats["inner_shells_dropped"]
+    assert len(outer.faces) < len(every.faces)
+
+
 def test_a_surface_that_leaves_the_box_is_reported_and_pad_closes_it(caplog):
     model = _siren("sphere", sphere_radius=1.05)
     with caplog.at_level(logging.WARNING, logger="siren3d"):
