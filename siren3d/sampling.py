@@ -45,7 +45,7 @@ def noise_ratio(points: np.ndarray, k: int = 16, samples: int = 4000, seed: int 
     Scale-free, and about 0.1-0.3 on clean scans (what is left is curvature: 0.09 on points sampled
     from the bunny mesh, 0.23-0.27 on Lucy, the raw gargoyle scan and the bundled sample) and 0.8 on
     the bunny with Gaussian noise of 0.5 % of its diagonal (measured with the defaults here).
-    A seeded subset of ``samples`` points is used: ~50 ms on any scan size.
+    Neighbours are looked up for a seeded subset of ``samples`` points: 0.08 s on 100k points.
     """
     from scipy.spatial import cKDTree
 
