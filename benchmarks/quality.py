@@ -7,7 +7,7 @@ For every scan and regime it makes an input point cloud with normals (seeded), r
 - with screened Poisson as a user would: ``o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(pcd,
   depth=9)``, with Open3D's other defaults and no density-based trimming (in-process, timed);
 
-scores both with :func:`siren3d.metrics.evaluate` against the reference, and prints one JSON line per
+scores both with :func:`siren3d.metrics.score_mesh` against the reference, and prints one JSON line per
 case: seconds and every metric for both, plus ``chamfer_ratio`` (siren / poisson, < 1: siren is
 closer) and ``normal_consistency_diff`` (siren - poisson, > 0: siren's normals agree better).
 
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from siren3d.io import sample_mesh_surface, save_points_ply
-from siren3d.metrics import bounds, evaluate, load_mesh, load_reference
+from siren3d.metrics import bounds, load_mesh, load_reference, score_mesh
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SCANS = ("bunny", "lucy", "gargoyle_scan")
@@ -59,7 +59,7 @@ REGIMES = {  # name: (input points, noise as a fraction of the reference diagona
 }
 QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500}
 QUICK_FIT = ["--steps", "60", "--batch", "1024", "--width", "32", "--hidden-layers", "2", "--init", "sphere"]
-#: Keys of evaluate() that describe the reference, not the method: reported once per case.
+#: Keys of score_mesh() that describe the reference, not the method: reported once per case.
 REFERENCE_KEYS = ("reference_kind", "reference_diagonal", "samples_reference")
 
 
@@ -151,7 +151,7 @@ def run_poisson(points: np.ndarray, normals: np.ndarray, work: Path, depth: int)
 def score(mesh_path: Path | None, reference, samples: int, seed: int) -> dict:
     if mesh_path is None:
         return {}
-    scores = evaluate(load_mesh(mesh_path), reference, n_samples=samples, seed=seed)
+    scores = score_mesh(load_mesh(mesh_path), reference, n_samples=samples, seed=seed)
     return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in scores.items()}
 
 

@@ -1,4 +1,5 @@
-"""Throughput of one full training step: forward, grad f, all losses, backward, Adam.
+"""Throughput of the training step ``siren3d fit`` runs (``Trainer.step``): sampling, forward, grad f,
+all losses (sign term and near-surface points included), backward, Adam.
 
 Prints one JSON line per (batch, gradient method), plus one line per batch with the ratio
 fused / autograd and analytic / autograd measured in the same run (rounds interleaved, median of rounds, so load
@@ -6,6 +7,10 @@ from other processes hits both alike).
 
     python benchmarks/train_step.py [--batches 1024 4096 16384] [--rounds 5] [--width W --hidden-layers L]
         [--device cpu|cuda] [--methods fused autograd ...]
+
+The scan is 100,000 points on a sphere of radius 0.5 with their normals (the step's cost does not
+depend on the shape); every setting other than the batch, the network and the gradient method is
+the default fit's.
 """
 
 from __future__ import annotations
@@ -17,25 +22,16 @@ import time
 
 import torch
 
-from siren3d.losses import LossWeights, loss_terms, total_loss
-from siren3d.model import ModelConfig, Siren
-from siren3d.optim import Adam
-from siren3d.training import FitConfig
+import numpy as np
+
+from siren3d.config import FitConfig, ModelConfig
+from siren3d.training import Trainer
 
 
-def make_step(model, optimizer, method, weights):
-    def step(on, normals, off):
-        x = torch.cat([on, off])
-        f, g = model.sdf_and_grad(x, method=method)
-        n = len(on)
-        terms = loss_terms(f[:n], g[:n], normals, f[n:], g[n:], weights.alpha)
-        loss = total_loss(terms, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())  # a host sync each step, as the training loop's logging does
-
-    return step
+def sphere_scan(n: int = 100_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    normals = np.random.default_rng(seed).normal(size=(n, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    return (0.5 * normals).astype(np.float32), normals.astype(np.float32)
 
 
 METHODS = ("fused-bf16", "fused", "analytic", "autograd")
@@ -60,34 +56,30 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     methods = list(dict.fromkeys(args.methods + ["autograd"]))  # the ratios need the baseline
-    weights = LossWeights()
-    torch.manual_seed(0)
+    points, normals = sphere_scan()
     for batch in sorted(set(args.batches)):
-        off_n = int(round(batch * args.uniform_ratio))
-        on = (torch.rand(batch, 3) * 1.8 - 0.9).to(device)
-        normals = torch.nn.functional.normalize(torch.randn(batch, 3), dim=1).to(device)
-        off = (torch.rand(off_n, 3) * 2 - 1).to(device)
-        steps, times = {}, {}
+        trainers, times = {}, {}
         for method in methods:
-            model = Siren(ModelConfig(width=args.width, hidden_layers=args.hidden_layers)).to(device)
-            opt = Adam(model.parameters(), lr=1e-4)
-            steps[method] = make_step(model, opt, method, weights)
+            cfg = FitConfig(batch=batch, grad=method, uniform_ratio=args.uniform_ratio,
+                            model=ModelConfig(width=args.width, hidden_layers=args.hidden_layers))
+            trainers[method] = Trainer(cfg, points, normals, device)
             for _ in range(3 if device.type == "cuda" else 1):  # warm-up (CUDA: kernels, allocator)
-                steps[method](on, normals, off)
+                trainers[method].step()
             times[method] = []
+        per_step = trainers["autograd"].points_per_step
         for _ in range(args.rounds):
-            for method, step in steps.items():
+            for method, trainer in trainers.items():
                 sync(device)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
-                    step(on, normals, off)
+                    trainer.step()  # reads the loss back each step, as fit does
                 sync(device)
                 times[method].append((time.perf_counter() - t0) / args.steps)
         pps = {}
         for method, ts in times.items():
             sec = statistics.median(ts)
-            pps[method] = (batch + off_n) / sec
-            print(json.dumps({"bench": "train_step", "method": method, "batch": batch, "points_per_step": batch + off_n,
+            pps[method] = per_step / sec
+            print(json.dumps({"bench": "train_step", "method": method, "batch": batch, "points_per_step": per_step,
                               "width": args.width, "hidden_layers": args.hidden_layers,
                               "device": str(device), "threads": torch.get_num_threads(), "ms_per_step": round(sec * 1e3, 2),
                               "points_per_s": round(pps[method])}), flush=True)

@@ -3,7 +3,7 @@
 Prints one JSON line per variant (median of interleaved rounds, so load from other processes hits
 all alike):
 
-- ``module``: the plain ``model(x)`` forward pass in 65,536-point chunks (siren3d.meshing.evaluate),
+- ``module``: the plain ``model(x)`` forward pass in 65,536-point chunks (siren3d.field.field_values),
   the baseline;
 - ``evaluator``: the viewer's FieldEvaluator (w0 folded into the weights, in-place sines) at several
   chunk sizes;
@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from siren3d.meshing import evaluate
+from siren3d.field import field_values as evaluate
 from siren3d.model import ModelConfig, Siren
 from siren3d.normalization import Normalization
 from siren3d.viewer.slices import FieldEvaluator, evaluate_slice, slice_points

@@ -8,23 +8,42 @@ and the same API the command line uses::
 
     scan = siren3d.load_scan("scan.ply")
     result = siren3d.fit(scan, siren3d.FitConfig(steps=1200), "runs/scan")
-    mesh = siren3d.extract_mesh(result.model, result.normalization, res=256)
+    mesh = siren3d.extract_mesh(result.model, result.normalization)   # what `siren3d mesh` writes
     siren3d.export_mesh(mesh, "scan.ply")
+
+Names are imported on first use, so ``import siren3d`` (and ``siren3d --help``) does not load torch.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .errors import Siren3dError  # noqa: E402
-from .io import Scan, load_scan  # noqa: E402
-from .normalization import Normalization  # noqa: E402
-from .model import ModelConfig, Siren  # noqa: E402
-from .losses import LossWeights  # noqa: E402
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from .training import FitConfig, FitInterrupted, FitResult, config_from_preset, fit  # noqa: E402
-from .meshing import MeshResult, export_mesh, extract_mesh  # noqa: E402
+import importlib
 
-__all__ = [
-    "Siren3dError", "Scan", "load_scan", "Normalization", "ModelConfig", "Siren", "LossWeights",
-    "Checkpoint", "load_checkpoint", "save_checkpoint", "FitConfig", "FitInterrupted", "FitResult",
-    "config_from_preset", "fit", "MeshResult", "export_mesh", "extract_mesh",
-]
+from ._version import __version__
+from .errors import SettingError, Siren3dError
+
+#: public name -> the module that defines it
+_API = {
+    "FitConfig": "config", "MeshConfig": "config", "ModelConfig": "config", "LossWeights": "config",
+    "LoadConfig": "config", "fit_config": "config",
+    "Scan": "io", "load_scan": "io",
+    "Normalization": "normalization",
+    "Siren": "model",
+    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "fit": "training", "FitInterrupted": "training", "FitResult": "training", "Trainer": "training",
+    "MeshResult": "meshing", "MeshStats": "meshing", "extract_mesh": "meshing", "export_mesh": "meshing",
+    "score_mesh": "metrics",
+}
+
+__all__ = ["__version__", "Siren3dError", "SettingError", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'siren3d' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

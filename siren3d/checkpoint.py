@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .errors import Siren3dError
-from .io import atomic_output
+from .files import atomic_output
 from .model import ModelConfig, Siren
 from .normalization import Normalization
 

@@ -10,17 +10,20 @@ import functools
 import logging
 import sys
 import time
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
+from .config import QUALITY_LEVELS, FitConfig, LoadConfig, MeshConfig, ScoreConfig, fit_config, with_overrides
 from .errors import Siren3dError
-from .meshing import DEFAULT_MIN_COMPONENT, DEFAULT_REFINE
 from .runs import resolve_model
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: setting path ('lr', 'model.w0') -> its option ('--lr', '--w0'), filled as the options are made
+_FLAGS: dict[str, str] = {}
 
 
 class _LineFormatter(logging.Formatter):
@@ -59,7 +62,8 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Siren3dError as e:
-            click.echo(f"error: {e}", err=True)
+            flag = _FLAGS.get(getattr(e, "setting", None) or "")
+            click.echo(f"error: {e}" + (f" (option {flag})" if flag else ""), err=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper
@@ -81,59 +85,120 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
+# --------------------------------------------------------------------------------------------
+# Options made from the settings' dataclass fields (siren3d.config): one default, one help text
+
+
+class _Parsed(click.ParamType):
+    """A click type from a setting's ``parse`` function (ValueError -> a usage error)."""
+
+    def __init__(self, parse, metavar: str | None):
+        self.parse, self.name = parse, metavar or "VALUE"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _click_type(f, default):
+    m = f.metadata
+    if m.get("parse"):
+        return _Parsed(m["parse"], m.get("metavar"))
+    if m.get("choices"):
+        return click.Choice(list(m["choices"]))
+    # Ranges are checked by click (a usage error); 'positive' by siren3d.config.validate (one error line).
+    lo, hi = m.get("min"), m.get("max")
+    kind = type(default)
+    if kind is int:
+        return click.IntRange(min=lo, max=hi) if lo is not None or hi is not None else int
+    if kind is float:
+        return click.FloatRange(min=lo, max=hi) if lo is not None or hi is not None else float
+    return str
+
+
+def _setting_options(cfg, group: str, prefix: str = "", path: str = "") -> list:
+    """click options for the command-line settings of ``cfg`` (nested configs recurse); each option's
+    Python name is GROUP__PATH (e.g. fit__model__width) and its default None (= not given)."""
+    options = []
+    for f in fields(cfg):
+        m, default = f.metadata, getattr(cfg, f.name)
+        if not m.get("cli", True):
+            continue
+        if is_dataclass(default):
+            options += _setting_options(default, group, prefix + m.get("prefix", ""), f"{path}{f.name}__")
+            continue
+        flag = "--" + prefix + (m.get("flag") or f.name).replace("_", "-")
+        name = f"{group}__{path}{f.name}"
+        _FLAGS[f"{path}{f.name}".replace("__", ".")] = flag
+        if isinstance(default, bool):
+            if default:
+                raise TypeError(f"setting {f.name}: only flags that default to False become options")
+            options.append(click.option(flag, name, is_flag=True, default=None, help=m["help"]))
+            continue
+        options.append(click.option(flag, name, type=_click_type(f, default), default=None,
+                                    metavar=m.get("metavar"), help=f"{m['help']}  [default: {_shown(default)}]"))
+    return options
+
+
+def _shown(default) -> str:
+    if default is None:
+        return "none"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return f"{default:,}" if isinstance(default, int) else str(default)
+
+
+def setting_options(cfg, group: str):
+    """Decorator: every command-line setting of the config instance ``cfg`` as an option."""
+
+    def decorate(fn):
+        for option in reversed(_setting_options(cfg, group)):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _group(settings: dict, group: str) -> dict:
+    """The options of one group that were given, keyed by setting path (model__width)."""
+    head = f"{group}__"
+    return {k[len(head):]: v for k, v in settings.items() if k.startswith(head) and v is not None}
+
+
 @main.command()
 @click.argument("scan", type=click.Path(path_type=Path, readable=False))  # load_scan says what is wrong
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/<scan name>].")
-@click.option("--quality", type=click.Choice(["fast", "default", "high"]), default="default", show_default=True,
+@click.option("--quality", type=click.Choice(list(QUALITY_LEVELS)), default="default", show_default=True,
               help="Time against detail: 'fast' half the points per step, 'high' 3.3x the steps and 2x the batch.")
 @click.option("--preset", type=click.Choice(["paper"]), default=None,
               help="'paper' reproduces the SIREN paper's settings (slow on a CPU); overrides --quality.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps.")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Scan points per step.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (Adam).")
-@click.option("--seed", type=int, default=None, help="Random seed (CPU runs are reproducible).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--width", type=click.IntRange(min=1), default=None, help="Units per hidden layer.")
-@click.option("--hidden-layers", type=click.IntRange(min=0), default=None, help="Hidden sine layers.")
-@click.option("--w0", type=float, default=None, help="First-layer frequency factor (paper: 30).")
-@click.option("--init", type=click.Choice(["siren", "sphere"]), default=None,
-              help="'siren': the paper's initialization; 'sphere': f = SIREN + sphere distance prior.")
-@click.option("--grad", type=click.Choice(["auto", "fused", "fused-bf16", "analytic", "autograd"]), default=None,
-              help="How grad f and the backward pass are computed (auto: fused-bf16 on CPUs with native bf16, "
-                   "else fused).  [default: auto]")
-@click.option("--noise", type=click.Choice(["auto", "low", "high"]), default=None,
-              help="Treat the scan as clean (low) or noisy (high: trust normals more); auto measures it.  "
-                   "[default: auto]")
+@setting_options(FitConfig(), "fit")
+@setting_options(LoadConfig(), "load")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its checkpoint.")
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=500, show_default=True,
-              help="Steps between checkpoints (0: only at the end).")
-@click.option("--max-points", type=click.IntRange(min=16), default=None,
-              help="Subsample larger scans to this many points [default: 2,000,000].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
-def fit(scan: Path, out: Path | None, quality, preset, steps, batch, lr, seed, device, width, hidden_layers, w0,
-        init, grad, noise, resume, checkpoint_every, max_points, quiet) -> None:
+def fit(scan: Path, out: Path | None, quality: str, preset: str | None, resume: bool, quiet: bool, **settings) -> None:
     """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
-    from .io import DEFAULT_MAX_POINTS, load_scan
+    from .files import check_output_dir
+    from .io import load_scan
     from .runs import default_run_dir
-    from .training import FitInterrupted, check_output_dir, check_step_memory, config_from_preset, resolve_device
+    from .system import resolve_device
+    from .training import FitInterrupted, check_step_memory
     from .training import fit as run_fit
 
-    try:
-        named = preset or (None if quality == "default" else quality)
-        config = config_from_preset(named, steps=steps, batch=batch, lr=lr, seed=seed, device=device, noise=noise,
-                                    width=width, hidden_layers=hidden_layers, w0=w0, init=init, grad=grad,
-                                    checkpoint_every=checkpoint_every)
-    except ValueError as e:  # e.g. --w0 0: the model settings say what is wrong
-        raise Siren3dError(f"invalid settings: {e}") from None
-    config.validate()
+    config = fit_config(preset or quality, **_group(settings, "fit"))
+    load = with_overrides(LoadConfig(), _group(settings, "load"))
     run_dir = out or default_run_dir(scan)
     # Refuse what cannot work before spending time on loading the scan (fit() checks again).
     check_output_dir(run_dir)
     check_step_memory(config, resolve_device(config.device))
     t0 = time.perf_counter()
-    loaded = load_scan(scan, max_points=max_points or DEFAULT_MAX_POINTS, seed=config.seed)
+    loaded = load_scan(scan, load, seed=config.seed)
     click.echo(f"loaded {scan}: {len(loaded):,} points"
                f"{' (normals estimated)' if loaded.normals_estimated else ''} in {time.perf_counter() - t0:.1f} s",
                err=True)
@@ -151,78 +216,55 @@ def fit(scan: Path, out: Path | None, quality, preset, steps, batch, lr, seed, d
     click.echo(f"next: siren3d mesh --run {result.run_dir}", err=True)
 
 
-def _parse_bbox(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        nums = tuple(float(v) for v in value.replace(" ", "").split(","))
-    except ValueError:
-        nums = ()
-    if len(nums) != 6:
-        raise click.BadParameter("expected six numbers: xmin,ymin,zmin,xmax,ymax,zmax (scan units)")
-    return nums
-
-
 @main.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--run", "run", type=click.Path(path_type=Path), default=None,
               help="Run folder or model.pt [default: the most recent run under runs/].")
-@click.option("--res", type=click.IntRange(min=8), default=256, show_default=True,
-              help="Grid samples along the box's longest side.")
-@click.option("--method", type=click.Choice(["sparse", "dense"]), default="sparse", show_default=True,
-              help="'sparse': evaluate only near the surface, coarse to fine; 'dense': every grid sample.")
-@click.option("--backend", type=click.Choice(["mcubes", "skimage"]), default="mcubes", show_default=True,
-              help="Marching cubes implementation.")
-@click.option("--level", type=float, default=0.0, show_default=True,
-              help="Iso level in scan units (0: the surface; >0: an offset surface outside).")
-@click.option("--refine", type=click.IntRange(min=0, max=10), default=DEFAULT_REFINE, show_default=True,
-              help="Newton steps moving each vertex onto the level set (0: off).")
-@click.option("--min-component", type=click.FloatRange(min=0, max=1), default=DEFAULT_MIN_COMPONENT,
-              show_default=True, help="Drop pieces with fewer faces than this fraction of the largest (0: keep all).")
-@click.option("--keep-inner", is_flag=True,
-              help="Keep closed pieces inside the main surface (dropped by default: a scanner cannot see them).")
-@click.option("--pad", type=click.FloatRange(min=0, max=10), default=0.0, show_default=True,
-              help="Grow the meshing box by this fraction on every side (for surfaces that touch it).")
-@click.option("--bbox", callback=_parse_bbox, default=None, metavar="X0,Y0,Z0,X1,Y1,Z1",
-              help="Mesh this box, in scan units, instead of the fitted box.")
+@setting_options(MeshConfig(), "mesh")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output mesh (.ply .obj .stl .off .glb) [default: RUN/mesh-RES.ply].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the network is evaluated (auto: CUDA when available).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_user_errors
-def mesh(model: Path | None, run: Path | None, res: int, method: str, backend: str, level: float, refine: int,
-         min_component: float, keep_inner: bool, pad: float, bbox, output: Path | None, device: str,
-         quiet: bool) -> None:
-    """Extract the surface of a fitted field as a mesh, in the scan's own coordinates."""
+def mesh(model: Path | None, run: Path | None, output: Path | None, quiet: bool, **settings) -> None:
+    """Extract the surface of a fitted field as a mesh, in the scan's own coordinates.
+
+    \b
+    --level L meshes the offset surface at distance L (scan units) outside the surface (inside for L < 0).
+    """
     from .checkpoint import load_checkpoint
     from .meshing import EXPORT_SUFFIXES, export_mesh, extract_mesh
-    from .training import resolve_device
+    from .system import resolve_device
 
+    config = with_overrides(MeshConfig(), _group(settings, "mesh"))
+    config.validate()
     model_path = resolve_model(model or run)
-    output = output or model_path.parent / f"mesh-{res}.ply"
+    output = output or model_path.parent / f"mesh-{config.res}.ply"
     if output.suffix.lower() not in EXPORT_SUFFIXES:
         raise Siren3dError(f"cannot write '{output.suffix or '(no extension)'}' meshes; use one of "
                            f"{' '.join(EXPORT_SUFFIXES)}", output)
-    ckpt = load_checkpoint(model_path, device=resolve_device(device))
-    result = extract_mesh(ckpt.model, ckpt.normalization, res=res, method=method, backend=backend, level=level,
-                          refine=refine, min_component=min_component, drop_inner=not keep_inner, pad=pad, bbox=bbox,
-                          progress=not quiet and sys.stderr.isatty())
+    ckpt = load_checkpoint(model_path, device=resolve_device(config.device))
+    result = extract_mesh(ckpt.model, ckpt.normalization, config, progress=not quiet and sys.stderr.isatty())
     export_mesh(result, output)
-    s = result.stats
-    click.echo(f"mesh res {res} ({method}): {s['evaluations']:,} evaluations "
-               f"({s['evaluations'] / s['dense_evaluations']:.1%} of dense) in {s['seconds']:.1f} s; "
-               f"{s['vertices']:,} vertices, {s['faces']:,} faces, {s['components']} "
-               f"component{'s' if s['components'] != 1 else ''}"
-               + (f" ({s['dropped_components']} small dropped)" if s["dropped_components"] else "")
-               + (f" ({s['inner_shells_dropped']} inner shell{'s' if s['inner_shells_dropped'] != 1 else ''} "
-                  f"dropped; --keep-inner keeps them)" if s["inner_shells_dropped"] else "")
-               + f", {'watertight' if s['watertight'] else 'NOT watertight'}", err=True)
-    err = s.get("level_error")
+    click.echo(summary_line(result.stats), err=True)
+    err = result.stats.level_error
     if err and "after_mean" in err:
         click.echo(f"refined: mean |f| at vertices {err['before_mean']:.2e} -> {err['after_mean']:.2e} scan units "
                    f"(max {err['before_max']:.2e} -> {err['after_max']:.2e})", err=True)
     click.echo(f"wrote {output}", err=True)
+
+
+def summary_line(s) -> str:
+    """One line for a MeshStats."""
+    def count(n: int, word: str) -> str:
+        return f"{n:,} {word}{'s' if n != 1 else ''}"
+
+    return (f"mesh res {s.res} ({s.method}): {s.evaluations:,} evaluations "
+            f"({s.evaluations / s.dense_evaluations:.1%} of dense) in {s.seconds:.1f} s; "
+            f"{s.vertices:,} vertices, {s.faces:,} faces, {count(s.components, 'piece')}"
+            + (f" ({s.dropped_components} small dropped)" if s.dropped_components else "")
+            + (f" ({count(s.inner_shells_dropped, 'inner shell')} dropped; --keep-inner keeps them)"
+               if s.inner_shells_dropped else "")
+            + f", {'watertight' if s.watertight else 'open (not watertight)'}")
 
 
 @main.command()
@@ -270,21 +312,20 @@ def view(model: Path | None, run: Path | None, screenshot: Path | None, slices, 
 @click.argument("mesh_path", metavar="MESH", type=click.Path(path_type=Path))
 @click.option("--ref", "ref", required=True, type=click.Path(path_type=Path),
               help="Reference: a mesh (sampled on its faces) or a point cloud with normals.")
-@click.option("--samples", type=click.IntRange(min=100), default=200_000, show_default=True,
-              help="Points sampled on each surface.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the surface sampling.")
+@setting_options(ScoreConfig(), "score")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @_user_errors
-def eval_(mesh_path: Path, ref: Path, samples: int, seed: int, as_json: bool) -> None:
+def eval_(mesh_path: Path, ref: Path, as_json: bool, **settings) -> None:
     """Score MESH against a reference: Chamfer-L1, Hausdorff, normal consistency, F-score, topology.
 
     Distances are in the files' units and as fractions of the reference's bounding-box diagonal.
     """
     import json
 
-    from .metrics import evaluate, format_table
+    from .metrics import format_table, score_mesh
 
-    scores = evaluate(mesh_path, ref, n_samples=samples, seed=seed)
+    config = with_overrides(ScoreConfig(), _group(settings, "score"))
+    scores = score_mesh(mesh_path, ref, n_samples=config.samples, seed=config.seed)
     click.echo(json.dumps(scores) if as_json else format_table(scores))
 
 

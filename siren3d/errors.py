@@ -14,3 +14,14 @@ class Siren3dError(Exception):
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.path = None if path is None else os.fspath(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class SettingError(Siren3dError, ValueError):
+    """A setting outside its valid range or choices (see siren3d.config); also a ValueError.
+
+    ``setting`` is the setting's dotted name ('lr', 'model.w0'), so the CLI can name its option.
+    """
+
+    def __init__(self, message: str, setting: str | None = None):
+        self.setting = setting
+        super().__init__(message)

@@ -8,32 +8,26 @@ error, not a crash), NumPy files are read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import re
 import stat
-import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from .config import LoadConfig
 from .errors import Siren3dError
+from .files import atomic_output
 
 log = logging.getLogger(__name__)
 
 #: Fewest points a scan may have: normal estimation and a meaningful fit need a neighbourhood.
 MIN_POINTS = 16
-#: Default cap on the points kept from a scan; larger scans are subsampled (seeded) with a message.
-DEFAULT_MAX_POINTS = 2_000_000
 #: Largest coordinate magnitude accepted; beyond it the file is corrupt, not a scan.
 MAX_COORDINATE = 1e30
-#: Points sampled from the surface of a mesh given as input.
-DEFAULT_MESH_SAMPLES = 200_000
 
 POINT_SUFFIXES = (".ply", ".xyz", ".xyzn", ".pts", ".txt", ".pcd", ".npy", ".npz")
 MESH_SUFFIXES = (".obj", ".off", ".stl")
@@ -62,41 +56,6 @@ class Scan:
 def _note(notes: list[str], message: str) -> None:
     notes.append(message)
     log.warning(message)
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic output
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    A crash, Ctrl-C or full disk leaves the previous file (or none), never a half-written one.
-    The temporary name keeps the suffix so writers that dispatch on it still work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def file_sha256(path: str | os.PathLike, limit: int | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,9 +572,9 @@ def estimate_normals(points: np.ndarray, k: int = 20) -> np.ndarray:
 # The entry point
 
 
-def load_scan(path: str | os.PathLike, *, max_points: int = DEFAULT_MAX_POINTS,
-              mesh_samples: int = DEFAULT_MESH_SAMPLES, seed: int = 0) -> Scan:
-    """Load a point cloud or mesh file into a :class:`Scan`.
+def load_scan(path: str | os.PathLike, config: LoadConfig | None = None, *, seed: int = 0, **settings) -> Scan:
+    """Load a point cloud or mesh file into a :class:`Scan`; ``config`` (default LoadConfig()) with any of
+    its fields overridden by keyword, e.g. ``load_scan(path, max_points=100_000)``.
 
     Point clouds: PLY (ascii / binary, with or without normals), XYZ / XYZN / PTS / TXT text,
     PCD (ascii / binary), NPY / NPZ. Meshes: OBJ, OFF, STL and PLY with faces, whose surface is
@@ -623,6 +582,8 @@ def load_scan(path: str | os.PathLike, *, max_points: int = DEFAULT_MAX_POINTS,
     Points with non-finite coordinates or unusable normals are dropped with a warning; scans with
     more than ``max_points`` points are subsampled (seeded).
     """
+    cfg = replace(config or LoadConfig(), **settings)
+    cfg.validate()
     spath = os.fspath(path)
     p = Path(spath)
     try:
@@ -650,7 +611,7 @@ def load_scan(path: str | os.PathLike, *, max_points: int = DEFAULT_MAX_POINTS,
     _check_content_matches_suffix(spath, suffix)
     # Garbage bytes read as floats (signalling NaNs, 1e38 * 1e38) are cleaned below, not warned about.
     with np.errstate(invalid="ignore", over="ignore"):
-        return _load_and_clean(spath, suffix, max_points=max_points, mesh_samples=mesh_samples, seed=seed)
+        return _load_and_clean(spath, suffix, max_points=cfg.max_points, mesh_samples=cfg.mesh_samples, seed=seed)
 
 
 def _load_and_clean(spath: str, suffix: str, *, max_points: int, mesh_samples: int, seed: int) -> Scan:

@@ -1,4 +1,10 @@
-"""A fused SIREN "value and gradient" with a hand-written backward pass.
+"""The one place a SIREN is evaluated: its value, its value and gradient, and the fused training pass.
+
+Every other path is a thin view of :func:`chains`: ``Siren.forward`` (value, differentiable),
+``Siren.evaluator`` / ``grad_evaluator`` (no graph, in place, for meshing and the viewer),
+``Siren.sdf_and_grad(method="analytic")`` (value and gradient, differentiable through autograd) and
+``method="fused"`` below (the same chains, with a hand-written backward pass).
+The sphere prior of init 'sphere' is added in :func:`add_sphere_prior`, and nowhere else.
 
 Training needs f(x) and grad f(x) and then the gradient of a loss of both with respect to the
 weights: a second-order derivative. Autograd builds it from many small elementwise kernels (sin,
@@ -24,34 +30,63 @@ from __future__ import annotations
 import torch
 
 
+def fold(weights, biases, w0s) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """W'_l = w0_l W_l, b'_l = w0_l b_l (differentiable): folding w0 into the weights once costs a
+    width x width product instead of scaling every point's activations."""
+    return [w * w0 for w, w0 in zip(weights, w0s)], [b * w0 for b, w0 in zip(biases, w0s)]
+
+
+def chains(ws, bs, w_out, b_out, x, *, grad: bool = True, keep: bool = False):
+    """The value chain and, with ``grad``, the gradient chain of a SIREN with folded weights.
+
+    ws, bs: folded (out, in) weights and biases of the sine layers; w_out (1, width), b_out (1,);
+    x (N, 3). Returns f (N,), grad f (N, 3) or None, and with ``keep`` the intermediates the fused
+    backward needs: (hs, cs, vs, us) as in this module's notation. Works in place when autograd is
+    off (inference, or inside the fused autograd Function), out of place when it records a graph.
+    """
+    inplace = not torch.is_grad_enabled()
+    n = len(ws)
+    hs, cs = [x], []
+    h = x
+    for w, b in zip(ws, bs):
+        z = torch.addmm(b, h, w.t())
+        if grad:
+            cs.append(torch.cos(z))
+        h = z.sin_() if inplace else torch.sin(z)
+        hs.append(h)
+    f = torch.addmm(b_out, h, w_out.t()).squeeze(-1)
+    if not grad:
+        return f, None, None
+    # Gradient chain: u_L = w_o, v_l = u_l * c_l, u_{l-1} = v_l W'_l; us[l-1] = u_l for l < L.
+    vs, us = [None] * n, [None] * n
+    u = w_out
+    for i in range(n - 1, -1, -1):
+        v = cs[i].mul_(u) if inplace and not keep else cs[i] * u
+        if keep:
+            vs[i] = v
+        u = v @ ws[i]
+        if keep and i > 0:
+            us[i - 1] = u
+    return f, u, ((hs, cs, vs, us) if keep else None)
+
+
+def add_sphere_prior(x: torch.Tensor, f: torch.Tensor, g: torch.Tensor | None, radius: float | None):
+    """f + (|x| - r) and g + x / |x| for init 'sphere' (radius None: no prior)."""
+    if radius is None:
+        return f, g
+    r = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    f = f + (r.squeeze(-1) - radius)
+    return f, (None if g is None else g + x / r)
+
+
 class _SirenValueAndGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w0s, prior_radius, bf16_backward, w_out, b_out, *params):
         # params: W_1, b_1, W_2, b_2, ...; w0s: one float per sine layer.
         n = len(w0s)
-        ws = [w * w0 for w, w0 in zip(params[0::2], w0s)]
-        bs = [b * w0 for b, w0 in zip(params[1::2], w0s)]
-        hs, cs = [x], []
-        h = x
-        for w, b in zip(ws, bs):
-            z = torch.addmm(b, h, w.t())
-            cs.append(torch.cos(z))
-            h = torch.sin_(z)
-            hs.append(h)
-        f = torch.addmm(b_out, h, w_out.t()).squeeze(-1)
-        # Gradient chain: u_L = w_o, v_l = u_l * c_l, u_{l-1} = v_l W'_l; us[l-1] = u_l for l < L.
-        vs, us = [None] * n, [None] * n
-        u = w_out
-        for i in range(n - 1, -1, -1):
-            vs[i] = cs[i] * u
-            u = vs[i] @ ws[i]
-            if i > 0:
-                us[i - 1] = u
-        g = u
-        if prior_radius is not None:
-            r = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            f = f + (r.squeeze(-1) - prior_radius)
-            g = g + x / r
+        ws, bs = fold(params[0::2], params[1::2], w0s)
+        f, g, (hs, cs, vs, us) = chains(ws, bs, w_out, b_out, x, keep=True)
+        f, g = add_sphere_prior(x, f, g, prior_radius)
         ctx.w0s, ctx.n, ctx.bf16 = w0s, n, bf16_backward
         if bf16_backward:
             # The backward pass only uses these in matrix products that form weight gradients.
@@ -127,6 +162,5 @@ def siren_value_and_grad(model, x: torch.Tensor, bf16_backward: bool = False) ->
     for layer in model.layers:
         params += [layer.linear.weight, layer.linear.bias]
     w0s = tuple(layer.w0 for layer in model.layers)
-    prior = model.config.sphere_radius if model.sphere_prior else None
-    return _SirenValueAndGrad.apply(x.detach(), w0s, prior, bool(bf16_backward), model.out.weight,
+    return _SirenValueAndGrad.apply(x.detach(), w0s, model.prior_radius, bool(bf16_backward), model.out.weight,
                                     model.out.bias, *params)

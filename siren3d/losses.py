@@ -10,33 +10,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import torch
 import torch.nn.functional as F
 
+from .config import LossWeights
+
 TERMS = ("surface", "normal", "eikonal", "offsurface", "sign")
-
-
-@dataclass
-class LossWeights:
-    """Weight of each loss term, and the off-surface sharpness alpha."""
-
-    surface: float = 3e3
-    normal: float = 1e2
-    eikonal: float = 5e1
-    offsurface: float = 1e2
-    sign: float = 1e3
-    alpha: float = 100.0
-    """exp(-alpha |f|): larger alpha penalizes only values very close to zero."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LossWeights":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in d.items() if k in known})
 
 
 def loss_terms(f_on: torch.Tensor, g_on: torch.Tensor, normals: torch.Tensor,

@@ -24,51 +24,61 @@ Faces are oriented outward (the field is negative inside).
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .config import MeshConfig
 from .errors import Siren3dError
-from .io import atomic_output
+from .field import DEFAULT_CHUNK, Grid, field_values, field_values_and_grads, grid_values
+from .files import atomic_output
 from .model import Siren
-from .training import available_memory
 from .normalization import Normalization
+from .system import available_memory
+from .topology import face_components, is_watertight, keep_faces
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("mcubes", "skimage")
-METHODS = ("sparse", "dense")
 EXPORT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
-#: Points per network call when evaluating a grid.
-DEFAULT_CHUNK = 65536
-#: Cells per side of the finest sparse blocks (marching cubes runs per block).
-DEFAULT_BLOCK = 4
-#: Keep a region if |f(centre) - level| <= safety * reach. The surface-following growth repairs what a
-#: small factor misses: on the sample at res 256 (benchmarks/mesh.py) factors 0.25-1.0 all gave the
-#: dense faces exactly. 0.5 evaluates ~7% fewer points but its extra growth rounds measured slower
-#: (res 512: 18.2 s vs 15.1 s), so 1.0.
-DEFAULT_SAFETY = 1.0
-#: Pieces with fewer faces than this fraction of the largest piece are dropped.
-DEFAULT_MIN_COMPONENT = 0.02
-#: Newton steps per vertex onto the level set. Off: on fitted scans they did not change the Chamfer
-#: distance (bunny, res 128 and 512: 0.001410 vs 0.001409 of the diagonal), and cost 1-2 s per step at 512.
-DEFAULT_REFINE = 0
 #: Field values this close to the level (in cells) count as just outside it (see marching_cubes).
 SNAP = 1e-4
-#: The finest grid the vertex-merging keys can address.
-MAX_RES = 2048
+_DEFAULTS = MeshConfig()
+
+
+@dataclass
+class MeshStats:
+    """What an extraction did and what it made (the numbers ``siren3d mesh`` prints)."""
+
+    res: int
+    method: str
+    backend: str
+    seconds: float
+    evaluations: int        # network evaluations, coarse tests included
+    dense_evaluations: int  # what a dense grid would have needed
+    vertices: int
+    faces: int
+    components: int         # pieces (faces joined through shared edges), after clean-up
+    dropped_components: int  # small pieces dropped (min_component)
+    inner_shells_dropped: int
+    watertight: bool
+    touches_box: bool
+    blocks: int | None = None        # sparse: blocks meshed, of which grown from a neighbour
+    grown_blocks: int | None = None
+    level_error: dict | None = None  # |f - level| at the vertices, scan units: before (and after refine)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class MeshResult:
     vertices: np.ndarray  # (V, 3) float64, scan coordinates
     faces: np.ndarray     # (F, 3) int64, outward
-    normals: np.ndarray | None = None  # (V, 3) float64 unit vertex normals from grad f
-    stats: dict = field(default_factory=dict)
+    normals: np.ndarray | None  # (V, 3) float64 unit vertex normals from grad f
+    stats: MeshStats
 
     def to_trimesh(self):
         import trimesh
@@ -76,90 +86,9 @@ class MeshResult:
         return trimesh.Trimesh(self.vertices, self.faces, vertex_normals=self.normals, process=False)
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A regular grid in unit-box coordinates: sample (i, j, k) sits at lo + h * (i, j, k)."""
-
-    lo: tuple[float, float, float]
-    h: float
-    shape: tuple[int, int, int]  # samples per axis
-
-    @classmethod
-    def cube(cls, res: int, pad: float = 0.0) -> "Grid":
-        """``res`` samples per axis over [-1 - pad, 1 + pad]^3."""
-        a = 1.0 + pad
-        return cls((-a, -a, -a), 2 * a / (res - 1), (res, res, res))
-
-    @classmethod
-    def box(cls, lo, hi, res: int) -> "Grid":
-        """``res`` samples along the longest side of the box [lo, hi] (unit coordinates)."""
-        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-        ext = hi - lo
-        h = float(ext.max()) / (res - 1)
-        shape = tuple(int(max(2, math.ceil(e / h - 1e-9) + 1)) for e in ext)
-        return cls(tuple(float(v) for v in lo), h, shape)
-
-    @property
-    def cells(self) -> np.ndarray:
-        return np.asarray(self.shape, dtype=np.int64) - 1
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def points(self, index: np.ndarray) -> np.ndarray:
-        """(M, 3) integer sample indices (or fractional index coordinates) -> unit coordinates."""
-        return np.asarray(self.lo) + self.h * np.asarray(index, dtype=np.float64)
-
-
 def grid_axis(res: int) -> np.ndarray:
     """The sample positions along one axis of the unit box: (res,) float64, exact endpoints."""
-    return -1.0 + 2.0 * np.arange(res, dtype=np.float64) / (res - 1)
-
-
-@torch.no_grad()
-def evaluate(model: Siren, points: np.ndarray | torch.Tensor, chunk: int = DEFAULT_CHUNK,
-             device: str | torch.device | None = None) -> np.ndarray:
-    """f at unit-box points, in chunks. points: (N, 3) -> (N,) float32."""
-    device = device or next(model.parameters()).device
-    f = model.evaluator()
-    pts = torch.as_tensor(points, dtype=torch.float32)
-    out = np.empty(len(pts), dtype=np.float32)
-    for i in range(0, len(pts), chunk):
-        out[i:i + chunk] = f(pts[i:i + chunk].to(device)).float().cpu().numpy()
-    return out
-
-
-def evaluate_with_grad(model: Siren, points: np.ndarray, chunk: int = DEFAULT_CHUNK
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """f and grad f at unit-box points: (N, 3) -> ((N,) float64, (N, 3) float64)."""
-    device = next(model.parameters()).device
-    fg = model.grad_evaluator()
-    f_out = np.empty(len(points), dtype=np.float64)
-    g_out = np.empty((len(points), 3), dtype=np.float64)
-    with torch.no_grad():
-        for i in range(0, len(points), chunk):
-            x = torch.as_tensor(points[i:i + chunk], dtype=torch.float32, device=device)
-            f, g = fg(x)
-            f_out[i:i + chunk] = f.double().cpu().numpy()
-            g_out[i:i + chunk] = g.double().cpu().numpy()
-    return f_out, g_out
-
-
-@torch.no_grad()
-def dense_grid(model: Siren, res: int, chunk: int = DEFAULT_CHUNK, grid: Grid | None = None) -> np.ndarray:
-    """f on every sample of ``grid`` (default: res^3 over the unit box), float32 indexed [ix, iy, iz]."""
-    grid = grid or Grid.cube(res)
-    nx, ny, nz = grid.shape
-    axes = [torch.as_tensor(grid.lo[a] + grid.h * np.arange(n), dtype=torch.float32)
-            for a, n in enumerate(grid.shape)]
-    vol = np.empty(grid.shape, dtype=np.float32)
-    yy, zz = torch.meshgrid(axes[1], axes[2], indexing="ij")
-    plane = torch.stack([torch.zeros_like(yy), yy, zz], dim=-1).reshape(-1, 3)
-    for ix in range(nx):
-        plane[:, 0] = axes[0][ix]
-        vol[ix] = evaluate(model, plane, chunk).reshape(ny, nz)
-    return vol
+    return Grid.cube(res).axes()[0]
 
 
 def _snap(values: np.ndarray, level: float, snap: float) -> np.ndarray:
@@ -193,7 +122,7 @@ def marching_cubes(volume: np.ndarray, level: float = 0.0, backend: str = "mcube
             return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
         f = np.asarray(f, dtype=np.int64)  # skimage already winds toward larger values
     else:
-        raise Siren3dError(f"unknown marching cubes backend '{backend}'; choose from {', '.join(BACKENDS)}")
+        raise Siren3dError(f"unknown marching cubes backend '{backend}'")
     return np.asarray(v, dtype=np.float64).reshape(-1, 3), f
 
 
@@ -208,8 +137,8 @@ def _progress(progress: bool, total: int, desc: str):
                 dynamic_ncols=True)
 
 
-def active_blocks(model: Siren, grid: Grid, level: float = 0.0, *, block: int = DEFAULT_BLOCK,
-                  safety: float = DEFAULT_SAFETY, chunk: int = DEFAULT_CHUNK, progress: bool = False
+def active_blocks(model: Siren, grid: Grid, level: float = 0.0, *, block: int = _DEFAULTS.block,
+                  safety: float = _DEFAULTS.safety, chunk: int = DEFAULT_CHUNK, progress: bool = False
                   ) -> tuple[np.ndarray, dict]:
     """Origins (K, 3) int64 of the ``block``-cell blocks that can hold the ``level`` set, coarse to fine.
 
@@ -227,7 +156,7 @@ def active_blocks(model: Siren, grid: Grid, level: float = 0.0, *, block: int = 
         centres = grid.points(origins + ext / 2.0)
         reach = grid.h * 0.5 * np.linalg.norm(ext, axis=1)
         with _progress(progress, len(centres), f"mesh: regions of {size} cells") as bar:
-            f = evaluate(model, centres, chunk).astype(np.float64)
+            f = field_values(model, centres, chunk).astype(np.float64)
             bar.update(len(centres))
         keep = np.abs(f - level) <= safety * reach
         levels.append({"cells": size, "regions": len(origins), "kept": int(keep.sum())})
@@ -270,7 +199,7 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
                 idx = np.minimum(batch[:, None, :] + local[None], shape - 1).reshape(-1, 3)  # clip at the far faces
                 lin = np.ravel_multi_index(idx.T, tuple(shape))
                 uniq, inverse = np.unique(lin, return_inverse=True)
-                values = evaluate(model, grid.points(np.stack(np.unravel_index(uniq, tuple(shape)), -1)), chunk)
+                values = field_values(model, grid.points(np.stack(np.unravel_index(uniq, tuple(shape)), -1)), chunk)
                 values = values[inverse.reshape(-1)].reshape(len(batch), block + 1, block + 1, block + 1)
                 values = _snap(values, level, snap)  # here already: the crossing test below must agree
                 evaluations += len(uniq)
@@ -326,7 +255,7 @@ def refine_vertices(model: Siren, unit_vertices: np.ndarray, level: float, steps
     before and after, in unit-box units).
     """
     x = np.asarray(unit_vertices, dtype=np.float64).copy()
-    f, g = evaluate_with_grad(model, x, chunk)
+    f, g = field_values_and_grads(model, x, chunk)
     before = np.abs(f - level)
     for _ in range(steps):
         gg = np.maximum((g * g).sum(1), 1e-12)
@@ -334,7 +263,7 @@ def refine_vertices(model: Siren, unit_vertices: np.ndarray, level: float, steps
         length = np.linalg.norm(step, axis=1, keepdims=True)
         step *= np.minimum(1.0, max_step / np.maximum(length, 1e-30))
         x -= step
-        f, g = evaluate_with_grad(model, x, chunk)
+        f, g = field_values_and_grads(model, x, chunk)
     after = np.abs(f - level)
     normals = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
     stats = {"before_mean": float(before.mean()), "before_max": float(before.max()),
@@ -342,39 +271,19 @@ def refine_vertices(model: Siren, unit_vertices: np.ndarray, level: float, steps
     return x, normals, stats
 
 
-def connected_components(faces: np.ndarray, n_vertices: int) -> tuple[int, np.ndarray]:
-    """(count, label per vertex) of the pieces connected through faces."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components as cc
-
-    if len(faces) == 0:
-        return 0, np.zeros(n_vertices, dtype=np.int64)
-    a = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    b = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n_vertices, n_vertices))
-    return cc(graph, directed=False)
-
-
-def drop_small_components(vertices: np.ndarray, faces: np.ndarray, min_fraction: float,
-                          normals: np.ndarray | None = None):
+def drop_small_components(vertices: np.ndarray, faces: np.ndarray, min_fraction: float, *extra):
     """Keep the pieces with at least ``min_fraction`` of the largest piece's faces.
 
-    Returns (vertices, faces, normals, pieces kept, pieces dropped).
+    ``extra``: per-vertex arrays (or None) reindexed alike. Returns (vertices, faces, *extra, pieces
+    kept, pieces dropped).
     """
-    n, labels = connected_components(faces, len(vertices))
+    n, labels = face_components(faces)
     if n <= 1 or min_fraction <= 0:
-        return vertices, faces, normals, n, 0
-    face_label = labels[faces[:, 0]]
-    counts = np.bincount(face_label, minlength=n)
+        return (vertices, faces, *extra, n, 0)
+    counts = np.bincount(labels, minlength=n)
     keep_label = counts >= min_fraction * counts.max()
-    keep_face = keep_label[face_label]
-    faces = faces[keep_face]
-    used = np.zeros(len(vertices), dtype=bool)
-    used[faces.ravel()] = True
-    remap = np.cumsum(used) - 1
-    normals = normals[used] if normals is not None else None
-    kept = int(keep_label[np.unique(labels[used])].sum()) if used.any() else 0
-    return vertices[used], remap[faces], normals, kept, int(n - kept - (counts == 0).sum())
+    kept = int(keep_label.sum())
+    return (*keep_faces(vertices, faces, keep_label[labels], *extra), kept, n - kept)
 
 
 def _ray_crossings(origin: np.ndarray, direction: np.ndarray, tri: np.ndarray) -> int:
@@ -404,45 +313,28 @@ def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int =
     times (majority of three rays). Only the ``max_tested`` largest other pieces are tested.
     Returns (vertices, faces, pieces dropped).
     """
-    n, labels = connected_components(faces, len(vertices))
+    n, labels = face_components(faces)
     if n <= 1:
         return vertices, faces, 0
-    face_label = labels[faces[:, 0]]
-    counts = np.bincount(face_label, minlength=n)
+    counts = np.bincount(labels, minlength=n)
     order = np.argsort(-counts)
-    main = order[0]
-    tri = np.asarray(vertices, dtype=np.float64)[faces[face_label == main]]
+    tri = np.asarray(vertices, dtype=np.float64)[faces[labels == order[0]]]
     inner = []
     for c in order[1:1 + max_tested]:
-        if counts[c] == 0:
-            break
-        origin = np.asarray(vertices[faces[np.argmax(face_label == c), 0]], dtype=np.float64)
+        origin = np.asarray(vertices[faces[np.argmax(labels == c), 0]], dtype=np.float64)
         odd = sum(_ray_crossings(origin, d / np.linalg.norm(d), tri) % 2 for d in _RAYS)
         if odd >= 2:
             inner.append(c)
     if not inner:
         return vertices, faces, 0
-    faces = faces[~np.isin(face_label, inner)]
-    used = np.zeros(len(vertices), dtype=bool)
-    used[faces.ravel()] = True
-    remap = np.cumsum(used) - 1
-    return vertices[used], remap[faces], len(inner)
-
-
-def is_watertight(faces: np.ndarray) -> bool:
-    """Every edge is shared by exactly two faces (and there is at least one face)."""
-    if len(faces) == 0:
-        return False
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    key = e[:, 0] * (int(faces.max()) + 1) + e[:, 1]
-    _, counts = np.unique(key, return_counts=True)
-    return bool((counts == 2).all())
+    v, f = keep_faces(vertices, faces, ~np.isin(labels, inner))
+    return v, f, len(inner)
 
 
 # --------------------------------------------------------------------------------------------
 
 
-def estimate_memory(res: int, method: str, active_blocks: int | None = None, block: int = DEFAULT_BLOCK) -> int:
+def estimate_memory(res: int, method: str, active_blocks: int | None = None, block: int = _DEFAULTS.block) -> int:
     """Bytes the extraction needs at its peak (a conservative estimate)."""
     if method == "dense":
         faces = 6 * res ** 2 * 4  # a busy surface: a few times the box's area in cells
@@ -453,98 +345,87 @@ def estimate_memory(res: int, method: str, active_blocks: int | None = None, blo
     return int(faces * 150 + 2 ** 20 * 100)
 
 
-def extract_mesh(model: Siren, normalization: Normalization, res: int = 256, *, backend: str = "mcubes",
-                 level: float = 0.0, method: str = "sparse", block: int = DEFAULT_BLOCK,
-                 safety: float = DEFAULT_SAFETY, refine: int = 0, min_component: float = 0.0,
-                 drop_inner: bool = False,
-                 pad: float = 0.0, bbox: tuple | None = None, normals: bool = True,
-                 chunk: int = DEFAULT_CHUNK, progress: bool = False) -> MeshResult:
+def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig | None = None, *,
+                 progress: bool = False, **settings) -> MeshResult:
     """The ``level`` set (scan units; 0: the surface) of ``model`` as a mesh in scan coordinates.
 
-    ``refine``: Newton steps per vertex onto the level set; ``min_component``: drop pieces smaller
-    than this fraction of the largest; ``drop_inner``: drop closed pieces inside the largest one
-    (see drop_inner_shells); ``pad``: grow the unit box by this much on every side;
-    ``bbox``: (xmin, ymin, zmin, xmax, ymax, zmax) in scan units instead of the unit box.
+    ``config`` (default: MeshConfig(), exactly what ``siren3d mesh`` uses) with any of its fields
+    overridden by keyword, e.g. ``extract_mesh(model, normalization, res=512)``. The network is
+    evaluated where its weights are (``config.device`` is for loading a model, see the CLI).
     """
-    if res < 8:
-        raise Siren3dError(f"--res {res} is too small; use at least 8")
-    if res > MAX_RES:
-        raise Siren3dError(f"--res {res} is above the largest supported resolution, {MAX_RES}: a {res}^3 grid "
-                           f"is {res ** 3 / 1e9:.0f} billion samples, {res ** 3 * 4 / 2 ** 30:.0f} GiB as float32")
-    if backend not in BACKENDS:
-        raise Siren3dError(f"unknown marching cubes backend '{backend}'; choose from {', '.join(BACKENDS)}")
-    if method not in METHODS:
-        raise Siren3dError(f"unknown extraction method '{method}'; choose from {', '.join(METHODS)}")
-    if bbox is not None:
-        b = np.asarray(bbox, dtype=np.float64).reshape(2, 3)
-        if not (np.isfinite(b).all() and (b[1] > b[0]).all()):
-            raise Siren3dError(f"--bbox must be xmin,ymin,zmin,xmax,ymax,zmax with max > min, got {tuple(bbox)}")
+    cfg = replace(config or MeshConfig(), **settings)
+    cfg.validate()
+    res = cfg.res
+    if cfg.bbox is not None:
+        b = np.asarray(cfg.bbox, dtype=np.float64).reshape(2, 3)
         grid = Grid.box(normalization.to_unit(b[:1])[0], normalization.to_unit(b[1:])[0], res)
     else:
-        if not (0 <= pad <= 10):
-            raise Siren3dError(f"--pad must be between 0 and 10 (a fraction of the box), got {pad}")
-        grid = Grid.cube(res, pad)
-    _check_memory(estimate_memory(res, method, block=block), res)
+        grid = Grid.cube(res, cfg.pad)
+    _check_memory(estimate_memory(res, cfg.method, block=cfg.block), res)
     t0 = time.perf_counter()
     model.eval()
-    unit_level = level / normalization.scale
+    unit_level = cfg.level / normalization.scale
     snap = SNAP * grid.h
-    stats = {"res": res, "backend": backend, "method": method, "dense_evaluations": grid.size}
+    extra = {}
 
-    if method == "dense":
-        vol = dense_grid(model, res, chunk, grid)
-        v, f = marching_cubes(vol, unit_level, backend, snap)  # empty where there is no crossing
+    if cfg.method == "dense":
+        vol = grid_values(model, grid, cfg.chunk)
+        v, f = marching_cubes(vol, unit_level, cfg.backend, snap)  # empty where there is no crossing
         field_range = (float(vol.min()), float(vol.max()))
-        stats["evaluations"] = grid.size
+        evaluations = grid.size
     else:
-        origins, sstats = active_blocks(model, grid, unit_level, block=block, safety=safety, chunk=chunk,
+        origins, sstats = active_blocks(model, grid, unit_level, block=cfg.block, safety=cfg.safety, chunk=cfg.chunk,
                                         progress=progress)
-        _check_memory(estimate_memory(res, method, len(origins), block), res)
-        v, f, bstats = _block_mesh(model, grid, origins, unit_level, block, backend, chunk, progress, snap)
-        stats.update(evaluations=bstats["block_evaluations"] + sstats["coarse_evaluations"],
-                     blocks=bstats["blocks"], grown_blocks=bstats["grown_blocks"], safety=safety)
+        _check_memory(estimate_memory(res, cfg.method, len(origins), cfg.block), res)
+        v, f, bstats = _block_mesh(model, grid, origins, unit_level, cfg.block, cfg.backend, cfg.chunk, progress, snap)
+        evaluations = bstats["block_evaluations"] + sstats["coarse_evaluations"]
+        extra = dict(blocks=bstats["blocks"], grown_blocks=bstats["grown_blocks"])
     if len(f) == 0:
-        lo, hi = field_range if method == "dense" else _field_range(model, grid, chunk)
-        span = (f"min {normalization.distance_to_scan(lo):.4g}, max {normalization.distance_to_scan(hi):.4g} "
-                f"scan units")
-        if level == 0:
-            where = "positive (outside)" if lo >= 0 else "negative (inside)" if hi <= 0 else "near zero"
-            raise Siren3dError(f"the field has no zero crossing in the box: it is everywhere {where} ({span}); "
-                               f"the fit probably failed: check loss.png and refit with more --steps")
-        where = "above" if lo >= unit_level else "below" if hi <= unit_level else "away from"
-        raise Siren3dError(f"the field never reaches the level {level:g} in the box: it is everywhere {where} it "
-                           f"({span}); use a --level between those")
+        lo, hi = field_range if cfg.method == "dense" else _field_range(model, grid, cfg.chunk)
+        _no_crossing(normalization, cfg.level, unit_level, lo, hi)
     # Small pieces go first (a question of faces alone), so that neither the box-edge warning
     # nor the gradient pass below is spent on vertices that will not be written.
-    v, f, _, kept, dropped = drop_small_components(v, f, min_component)
+    v, f, kept, dropped = drop_small_components(v, f, cfg.min_component)
     inner = 0
-    if drop_inner and kept > 1:
+    if not cfg.keep_inner and kept > 1:
         v, f, inner = drop_inner_shells(v, f)
         kept -= inner
     touches = bool(((v <= 1e-9) | (v >= grid.cells - 1e-9)).any())
     unit = grid.points(v)
 
-    vnormals = None
-    if refine or normals:
-        unit, vnormals, rstats = refine_vertices(model, unit, unit_level, refine, max_step=grid.h, chunk=chunk)
-        to_scan = normalization.distance_to_scan
-        stats["level_error"] = {k: to_scan(val) for k, val in rstats.items()} if refine else {
-            "before_mean": to_scan(rstats["before_mean"]), "before_max": to_scan(rstats["before_max"])}
+    vnormals, level_error = None, None
+    if cfg.refine or cfg.normals:
+        unit, vnormals, rstats = refine_vertices(model, unit, unit_level, cfg.refine, max_step=grid.h, chunk=cfg.chunk)
+        level_error = {k: normalization.distance_to_scan(val) for k, val in rstats.items()
+                       if cfg.refine or k.startswith("before")}
     vertices = normalization.to_scan(unit)
-    stats.update(seconds=time.perf_counter() - t0, vertices=len(vertices), faces=len(f), components=kept,
-                 dropped_components=dropped, inner_shells_dropped=inner, watertight=is_watertight(f),
-                 touches_box=touches)
+    stats = MeshStats(res=res, method=cfg.method, backend=cfg.backend, seconds=time.perf_counter() - t0,
+                      evaluations=int(evaluations), dense_evaluations=grid.size, vertices=len(vertices), faces=len(f),
+                      components=kept, dropped_components=dropped, inner_shells_dropped=inner,
+                      watertight=is_watertight(f), touches_box=touches, level_error=level_error, **extra)
     if touches:
         log.warning("the surface reaches the edge of the box, so the mesh is open there; "
-                    "mesh a larger box with --pad 0.2 (or --bbox)")
+                    "mesh a larger box with pad=0.2 (siren3d mesh --pad 0.2) or a bbox")
     return MeshResult(vertices, f, vnormals, stats)
+
+
+def _no_crossing(normalization: Normalization, level: float, unit_level: float, lo: float, hi: float):
+    """Raise the error for a field that never reaches the level in the box (lo, hi: its unit-box range)."""
+    span = f"min {normalization.distance_to_scan(lo):.4g}, max {normalization.distance_to_scan(hi):.4g} scan units"
+    if level == 0:
+        where = "positive (outside)" if lo >= 0 else "negative (inside)" if hi <= 0 else "near zero"
+        raise Siren3dError(f"the field has no zero crossing in the box: it is everywhere {where} ({span}); "
+                           f"the fit probably failed: check loss.png and refit with more steps")
+    where = "above" if lo >= unit_level else "below" if hi <= unit_level else "away from"
+    raise Siren3dError(f"the field never reaches the level {level:g} in the box: it is everywhere {where} it "
+                       f"({span}); use a level between those")
 
 
 def _field_range(model: Siren, grid: Grid, chunk: int) -> tuple[float, float]:
     """min and max of f on a coarse (at most 64^3) version of ``grid``."""
     step = max(1, int(np.ceil(grid.shape[0] / 64)))
     idx = np.stack(np.meshgrid(*[np.arange(0, n, step) for n in grid.shape], indexing="ij"), -1).reshape(-1, 3)
-    f = evaluate(model, grid.points(idx), chunk)
+    f = field_values(model, grid.points(idx), chunk)
     return float(f.min()), float(f.max())
 
 
@@ -552,8 +433,8 @@ def _check_memory(need_bytes: int, res: int) -> None:
     avail = available_memory()
     if avail is not None and need_bytes > 0.8 * avail:
         raise Siren3dError(
-            f"--res {res} needs about {need_bytes / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB is available; "
-            f"use a lower --res")
+            f"res {res} needs about {need_bytes / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB is available; "
+            f"use a lower res")
 
 
 def export_mesh(mesh: MeshResult, path: str | Path) -> Path:

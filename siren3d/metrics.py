@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import topology
+from .config import ScoreConfig
 from .errors import Siren3dError
 from .io import MESH_SUFFIXES, Scan, load_scan, sample_mesh_surface
 
-#: Points sampled on each surface by default (the same count a mesh given to ``fit`` yields).
-DEFAULT_SAMPLES = 200_000
+#: Points sampled on each surface by default.
+DEFAULT_SAMPLES = ScoreConfig().samples
 #: F-score thresholds as fractions of the reference bounding-box diagonal, and their key suffixes.
 FSCORE_THRESHOLDS = {"0.5pct": 0.005, "1pct": 0.01}
 #: Suffixes read as meshes (a PLY may be either; it is a mesh when it has faces).
@@ -35,7 +37,7 @@ _MESH_FILE_SUFFIXES = (".ply", ".glb", *MESH_SUFFIXES)
 log = logging.getLogger(__name__)
 
 
-def evaluate(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
+def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
     """Compare a predicted mesh with a reference surface; returns a flat, JSON-ready dict.
 
     mesh: a ``trimesh.Trimesh``, a :class:`~siren3d.meshing.MeshResult`, anything with
@@ -120,7 +122,7 @@ def evaluate(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -
 
 
 def format_table(scores: dict) -> str:
-    """The scores of :func:`evaluate` as a readable table (absolute, and relative to the diagonal)."""
+    """The scores of :func:`score_mesh` as a readable table (absolute, and relative to the diagonal)."""
     rows = [("metric", "value", "/ diagonal")]
     for key in ("chamfer_l1", "accuracy", "completeness", "hausdorff"):
         rows.append((key.replace("_", "-"), f"{scores[key]:.6g}", f"{scores[key + '_rel']:.6f}"))
@@ -142,7 +144,7 @@ def format_table(scores: dict) -> str:
 def bounds(reference) -> tuple[np.ndarray, np.ndarray]:
     """Bounding box (low (3,), high (3,)) of a mesh's face vertices or a point cloud's points.
 
-    Its diagonal is the unit of the ``_rel`` scores and the F-score thresholds of :func:`evaluate`.
+    Its diagonal is the unit of the ``_rel`` scores and the F-score thresholds of :func:`score_mesh`.
     """
     if hasattr(reference, "faces"):
         used = np.asarray(reference.vertices)[np.unique(np.asarray(reference.faces))]
@@ -152,12 +154,8 @@ def bounds(reference) -> tuple[np.ndarray, np.ndarray]:
 
 
 def count_components(mesh) -> int:
-    """Pieces of a trimesh whose faces are connected through shared edges."""
-    import trimesh
-
-    groups = trimesh.graph.connected_components(mesh.face_adjacency, nodes=np.arange(len(mesh.faces)),
-                                                min_len=1)
-    return len(groups)
+    """Pieces of a mesh (faces connected through shared edges; see siren3d.topology)."""
+    return topology.count_components(np.asarray(mesh.faces))
 
 
 def load_mesh(path: str | os.PathLike):

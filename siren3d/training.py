@@ -1,10 +1,12 @@
-"""Fitting a SIREN to a scan: the training loop, checkpoints, resume and the run folder.
+"""Fitting a SIREN to a scan: the training step, the loop, checkpoints, resume and the run folder.
 
-A run folder holds ``model.pt`` (see :mod:`siren3d.checkpoint`), ``fit.json`` (config, input,
-per-step loss history, timings) and ``loss.png``. Training is deterministic on the CPU for a given
-seed, and an interrupted run resumed with ``resume=True`` ends with the same weights as an
-uninterrupted one: the model, the Adam moments, the sampler's RNG state and the history are all
-in the checkpoint, and interrupts only take effect between steps.
+:class:`Trainer` owns the network, the optimizer and the sampler, and its :meth:`Trainer.step` is
+the only training step: :func:`fit` loops over it, ``benchmarks/train_step.py`` times it and the
+tests exercise it. A run folder holds ``model.pt`` (see :mod:`siren3d.checkpoint`), ``fit.json``
+(config, input, per-step loss history, timings) and ``loss.png``. Training is deterministic on the
+CPU for a given seed, and an interrupted run resumed with ``resume=True`` ends with the same weights
+as an uninterrupted one: the model, the Adam moments, the sampler's RNG state and the history are
+all in the checkpoint, and interrupts only take effect between steps.
 """
 
 from __future__ import annotations
@@ -13,33 +15,33 @@ import contextlib
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .errors import Siren3dError
-from .io import Scan, atomic_output, file_sha256
-from .losses import TERMS, LossWeights, loss_terms, total_loss
-from .model import ModelConfig, Siren
-from .normalization import DEFAULT_MARGIN, Normalization
+from .config import FitConfig
+from .errors import SettingError, Siren3dError
+from .files import atomic_output, check_output_dir, file_sha256
+from .io import Scan
+from .losses import TERMS, loss_terms, total_loss
+from .model import Siren
+from .normalization import Normalization
 from .optim import Adam
 from .sampling import Sampler, noise_ratio
+from .system import available_memory, resolve_device
 
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("total",) + TERMS
-GRAD_METHODS = ("auto", "fused", "fused-bf16", "analytic", "autograd")
-NOISE_MODES = ("auto", "low", "high")
 #: noise_ratio at or above which a scan is treated as noisy (clean scans: 0.1-0.3; see noise_ratio).
 NOISY_RATIO = 0.5
 #: Normal-term weight for noisy scans. On the bunny with 0.5 % noise (benchmarks/quality.py's noisy
@@ -48,114 +50,6 @@ NOISY_RATIO = 0.5
 #: meshing drops, then 0.892x). On clean and sparse inputs 300 and 1000 left a ghost piece, so the
 #: weight is raised only where the noise is measured.
 NOISY_NORMAL_WEIGHT = 2e3
-
-
-@dataclass
-class FitConfig:
-    """Everything that decides a fit; saved in model.pt and fit.json."""
-
-    steps: int = 1200
-    """Optimizer steps."""
-    batch: int = 2048
-    """Scan points per step (off-surface points come on top, see the ratios)."""
-    uniform_ratio: float = 1.0
-    """Uniform off-surface points per scan point."""
-    near_ratio: float = 0.5
-    """Near-surface off-surface points per scan point."""
-    near_scale: float = 1.0
-    """Near-surface noise, in units of the local point spacing."""
-    sign_k: int = 8
-    """Scan neighbours that vote on an off-surface point's side (used when loss.sign > 0)."""
-    lr: float = 2e-4
-    """Adam learning rate (peak)."""
-    lr_final: float = 0.1
-    """Learning rate at the last step as a fraction of lr (cosine decay; 1 = constant)."""
-    warmup: int = 0
-    """Steps of linear learning-rate warm-up."""
-    seed: int = 0
-    """Seeds the network initialization and the sampler."""
-    device: str = "auto"
-    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
-    grad: str = "auto"
-    """How grad f and its backward are computed: 'fused' (hand-written backward), 'fused-bf16' (its
-    adjoint products in bfloat16), 'analytic' or 'autograd'; 'auto' is fused-bf16 on a CPU that
-    multiplies bf16 natively (AVX512-BF16, AMX), else fused. The fit records the one it used."""
-    noise: str = "auto"
-    """'auto': measure the scan's noise (sampling.noise_ratio) and, at NOISY_RATIO or more, weight the
-    normal term NOISY_NORMAL_WEIGHT (trust the normals more than the positions); 'low' or 'high':
-    decide without measuring."""
-    checkpoint_every: int = 500
-    """Save a resumable checkpoint every this many steps (and at the end)."""
-    margin: float = DEFAULT_MARGIN
-    """Empty fraction of the unit box around the scan."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FitConfig":
-        known = {f.name for f in fields(cls)} - {"model", "loss"}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        cfg.model = ModelConfig.from_dict(d.get("model", {}))
-        cfg.loss = LossWeights.from_dict(d.get("loss", {}))
-        return cfg
-
-    def validate(self) -> None:
-        if self.steps < 1:
-            raise Siren3dError("--steps must be at least 1")
-        if self.batch < 1:
-            raise Siren3dError("--batch must be at least 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise Siren3dError("--lr must be a positive number")
-        if self.grad not in GRAD_METHODS:
-            raise Siren3dError(f"grad must be one of {', '.join(GRAD_METHODS)}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise Siren3dError(f"unknown device '{self.device}': use auto, cpu or cuda")
-        if self.noise not in NOISE_MODES:
-            raise Siren3dError(f"unknown noise setting '{self.noise}': use {', '.join(NOISE_MODES)}")
-
-
-PRESETS: dict[str, dict] = {
-    # --quality fast / high around the defaults (benchmarks/quality.py measures each).
-    # fast: half the points per step (600 steps instead left ghost pieces on the bunny).
-    "fast": dict(batch=1024),
-    "high": dict(steps=4000, batch=4096),
-    # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
-    "paper": dict(noise="low", steps=10000, batch=250_000, uniform_ratio=1.0, near_ratio=0.0, lr=1e-4,
-                  lr_final=1.0, warmup=0, model=dict(width=256, hidden_layers=3, init="siren"), loss=dict(sign=0.0)),
-}
-
-
-def config_from_preset(name: str | None, **overrides) -> FitConfig:
-    """A FitConfig from a named preset (None: the defaults) with keyword overrides applied."""
-    base = FitConfig().to_dict()
-    if name is not None:
-        if name not in PRESETS:
-            raise Siren3dError(f"unknown preset '{name}'; choose from: {', '.join(PRESETS)}")
-        preset = dict(PRESETS[name])
-        base["model"].update(preset.pop("model", {}))
-        base["loss"].update(preset.pop("loss", {}))
-        base.update(preset)
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k in base["model"]:
-            base["model"][k] = v
-        elif k in base["loss"]:
-            base["loss"][k] = v
-        else:
-            base[k] = v
-    return FitConfig.from_dict(base)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise Siren3dError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
 
 
 def step_memory_bytes(config: FitConfig) -> int:
@@ -170,23 +64,6 @@ def step_memory_bytes(config: FitConfig) -> int:
     return int(points * config.model.width * (4 * layers + 5) * 4)
 
 
-def available_memory(device: torch.device | None = None) -> int | None:
-    """Free memory in bytes: free GPU memory for CUDA, MemAvailable for the CPU (None: unknown)."""
-    if device is not None and device.type == "cuda":
-        try:
-            return int(torch.cuda.mem_get_info(device)[0])
-        except Exception:  # noqa: BLE001 - no answer is not an error
-            return None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def check_step_memory(config: FitConfig, device: torch.device) -> None:
     """Refuse a batch whose step cannot fit in memory, before anything is allocated."""
     need = step_memory_bytes(config)
@@ -194,22 +71,9 @@ def check_step_memory(config: FitConfig, device: torch.device) -> None:
     if avail is not None and need > avail:
         per_point = need / config.batch
         fits = int(0.8 * avail / per_point)
-        raise Siren3dError(
-            f"--batch {config.batch:,} needs about {need / 2**30:,.1f} GiB per training step but only "
-            f"{avail / 2**30:,.1f} GiB is available on {device.type}; use --batch {max(fits, 1):,} or less")
-
-
-def check_output_dir(run_dir: Path) -> None:
-    """Fail early, without creating anything, if ``run_dir`` cannot be created or written."""
-    p = Path(run_dir)
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    if p.exists() and not p.is_dir():
-        raise Siren3dError(f"cannot create the output folder: {p} is a file, not a folder", run_dir)
-    if p.exists() and not os.access(p, os.W_OK | os.X_OK):
-        raise Siren3dError(f"cannot write to the output folder (permission denied on {p})", run_dir)
+        raise SettingError(
+            f"batch {config.batch:,} needs about {need / 2**30:,.1f} GiB per training step but only "
+            f"{avail / 2**30:,.1f} GiB is available on {device.type}; use batch {max(fits, 1):,} or less", "batch")
 
 
 def lr_at(step: int, cfg: FitConfig) -> float:
@@ -239,7 +103,7 @@ class FitResult:
     normalization: Normalization
     config: FitConfig
     run_dir: Path
-    history: np.ndarray  # (steps, 5): total, surface, normal, eikonal, offsurface
+    history: np.ndarray  # (steps, len(HISTORY_COLUMNS)): the total, then each loss term
     seconds: float
     points_per_second: float
 
@@ -269,14 +133,6 @@ def _deferred_interrupts():
             signal.signal(s, h)
 
 
-def _train_state(optimizer: Adam, sampler: Sampler, history: list) -> dict:
-    return {
-        "optimizer": optimizer.state_dict(),
-        "rng": sampler.get_state(),
-        "history": torch.tensor(np.asarray(history, dtype=np.float32).reshape(-1, len(HISTORY_COLUMNS))),
-    }
-
-
 def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
     """``grad='auto'`` made concrete for this device (see FitConfig.grad)."""
     if config.grad != "auto":
@@ -304,6 +160,154 @@ def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, di
                     "normal_weight": config.loss.normal}
 
 
+class _NonFiniteLoss(Exception):
+    def __init__(self, value: float):
+        self.value = value
+
+
+class Trainer:
+    """The network, its optimizer and its sampler, and the one training step.
+
+    points: (N, 3) float32 scan points in the unit box; normals: (N, 3) unit. ``config.grad`` must be
+    concrete (see :func:`resolve_grad`). ``history`` holds one row of HISTORY_COLUMNS per step taken.
+    """
+
+    def __init__(self, config: FitConfig, points: np.ndarray, normals: np.ndarray,
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.model = Siren(config.model).to(self.device).train()
+        self.optimizer = Adam(self.model.parameters(), lr=config.lr)
+        self.sampler = Sampler(points, normals, config.batch, uniform_ratio=config.uniform_ratio,
+                               near_ratio=config.near_ratio, near_scale=config.near_scale, seed=config.seed,
+                               device=self.device, sign_k=config.sign_k if config.loss.sign > 0 else 0)
+        self.history: list[list[float]] = []
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.history)
+
+    @property
+    def points_per_step(self) -> int:
+        return self.config.batch + self.sampler.n_uniform + self.sampler.n_near
+
+    def step(self, on_finite_loss: Callable[[torch.Tensor], None] | None = None) -> list[float]:
+        """One optimizer step; returns [total, *terms] (unweighted terms) before the update.
+
+        ``on_finite_loss(rng_state)`` is called once the loss of the current weights is known to be
+        finite, before they change, with the sampler state that drew this step's batch: the moment a
+        checkpoint of the current weights is known to be good. Raises _NonFiniteLoss otherwise.
+        """
+        cfg = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.steps_done, cfg)
+        rng_before = self.sampler.get_state()
+        batch = self.sampler.sample()
+        x = torch.cat([batch.on, batch.uniform, batch.near])
+        f, g = self.model.sdf_and_grad(x, method=cfg.grad)
+        nb, nu = len(batch.on), len(batch.uniform)
+        terms = loss_terms(f[:nb], g[:nb], batch.normals, f[nb:nb + nu], g[nb:], cfg.loss.alpha,
+                           f[nb:], batch.off_sign)
+        loss = total_loss(terms, cfg.loss)
+        values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
+        if not all(math.isfinite(v) for v in values):
+            raise _NonFiniteLoss(values[0])
+        if on_finite_loss is not None:
+            on_finite_loss(rng_before)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.history.append(values)
+        return values
+
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def state(self, rng: torch.Tensor | None = None) -> dict:
+        """The resumable training state (optimizer moments, sampler RNG, history) as plain tensors."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.sampler.get_state() if rng is None else rng,
+            "history": torch.tensor(np.asarray(self.history, dtype=np.float32).reshape(-1, len(HISTORY_COLUMNS))),
+        }
+
+    def load_state(self, weights: dict, train: dict) -> None:
+        """Continue from a checkpoint: weights and :meth:`state` output (ValueError/KeyError/... if unusable)."""
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(train["optimizer"])
+        self.sampler.set_state(train["rng"])
+        self.history = train["history"].tolist()
+
+
+class _RunFolder:
+    """Writes a fit's checkpoints and explains a divergence; nothing half-written is ever left."""
+
+    def __init__(self, run_dir: Path, trainer: Trainer, normalization: Normalization, meta: Callable[[int, float], dict],
+                 saved_step: int | None):
+        self.run_dir, self.trainer, self.normalization, self.meta = run_dir, trainer, normalization, meta
+        self.model_path = run_dir / "model.pt"
+        self.saved_step = saved_step
+        self.created = not run_dir.exists()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise Siren3dError(f"cannot write to the output folder ({e.strerror or e})", run_dir) from None
+
+    def save(self, step: int, train_s: float, rng: torch.Tensor | None = None) -> None:
+        save_checkpoint(self.model_path, self.trainer.model, self.normalization, self.meta(step, train_s),
+                        train=self.trainer.state(rng))
+        self.saved_step = step
+
+    def diverged(self, what: str, at_step: int) -> "FitDiverged":
+        # The file on disk is left as it is: it holds the last state whose loss was seen finite.
+        if self.saved_step is not None:
+            kept = f"the last good checkpoint (step {self.saved_step}) is kept in {self.model_path}"
+        else:
+            kept = "no checkpoint had been saved yet, so nothing was written"
+            if self.created:
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()  # only if empty: nothing half-written stays behind
+        cfg = self.trainer.config
+        return FitDiverged(
+            f"training diverged: {what} at step {at_step} (learning rate {lr_at(at_step - 1, cfg):.3g}); "
+            f"{kept}. Refit with a lower lr (now {cfg.lr:g}; try {cfg.lr / 10:g}) or a smaller w0 "
+            f"(now {cfg.model.w0:g})", self.run_dir)
+
+
+def _progress_bar(config: FitConfig, start: int, name: str):
+    from tqdm.auto import tqdm
+
+    # Not a terminal (CI logs, files): a line every 10 % instead of a redrawn bar.
+    interactive = sys.stderr.isatty()
+    return tqdm(total=config.steps, initial=start, unit="step", dynamic_ncols=True, leave=True,
+                desc=f"fit {name}", file=sys.stderr, mininterval=0.2 if interactive else 0,
+                miniters=None if interactive else max(config.steps // 10, 1),
+                maxinterval=10 if interactive else float("inf"))  # else tqdm's monitor lowers miniters
+
+
+def _resume_config(config: FitConfig, scan: Scan, run_dir: Path) -> tuple[FitConfig, Checkpoint]:
+    """The run's own config (steps may be raised) and its checkpoint, checked against the scan."""
+    model_path = run_dir / "model.pt"
+    if not model_path.exists():
+        raise Siren3dError("nothing to resume: no model.pt in the run folder", run_dir)
+    ckpt = load_checkpoint(model_path)
+    if ckpt.train is None:
+        raise Siren3dError("the model file has no training state to resume from", model_path)
+    try:
+        old = FitConfig.from_dict(ckpt.meta["fit"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise Siren3dError(f"the model file's fit settings are unusable ({e})", model_path) from None
+    if scan.path and ckpt.meta.get("input", {}).get("points") != len(scan):
+        raise Siren3dError("resume needs the same scan the run was started with "
+                           f"({ckpt.meta.get('input', {}).get('path')})", scan.path)
+    return replace(old, steps=max(config.steps, old.steps), device=config.device,
+                   checkpoint_every=config.checkpoint_every), ckpt
+
+
 def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None = None, *,
         resume: bool = False, progress: bool = True,
         callback: Callable[[int, dict], None] | None = None) -> FitResult:
@@ -311,178 +315,100 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
 
     With ``resume``, continue from ``run_dir/model.pt`` (same input, same config; ``config.steps``
     may be raised to train longer). Raises FitInterrupted after saving on Ctrl-C / SIGTERM, and
-    FitDiverged after saving the last good state if the loss becomes NaN/Inf.
+    FitDiverged after saving the last good state if the loss becomes NaN/Inf. ``callback(step,
+    values)`` is called after every step with the loss values by HISTORY_COLUMNS name.
     """
     config = config or FitConfig()
     config.validate()
     run_dir = Path(run_dir or Path("runs") / (Path(scan.path).stem or "scan"))
-    model_path = run_dir / "model.pt"
     device = resolve_device(config.device)
     t_setup = time.perf_counter()
 
-    ckpt: Checkpoint | None = None
-    noise = None  # a resumed fit keeps the weights its config already holds
+    ckpt, noise = None, None  # a resumed fit keeps the weights its config already holds
     if resume:
-        if not model_path.exists():
-            raise Siren3dError("nothing to resume: no model.pt in the run folder", run_dir)
-        ckpt = load_checkpoint(model_path)
-        if ckpt.train is None:
-            raise Siren3dError("the model file has no training state to resume from", model_path)
-        try:
-            old = FitConfig.from_dict(ckpt.meta["fit"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise Siren3dError(f"the model file's fit settings are unusable ({e})", model_path) from None
-        config = replace(old, steps=max(config.steps, old.steps), device=config.device,
-                         checkpoint_every=config.checkpoint_every)
+        config, ckpt = _resume_config(config, scan, run_dir)
         normalization = ckpt.normalization
-        if scan.path and ckpt.meta.get("input", {}).get("points") != len(scan):
-            raise Siren3dError("resume needs the same scan the run was started with "
-                               f"({ckpt.meta.get('input', {}).get('path')})", scan.path)
     else:
         normalization = Normalization.fit(scan.points, config.margin)
         config, noise = adapt_to_noise(config, scan.points)
     config = resolve_grad(config, device)
-
     check_step_memory(config, device)
     check_output_dir(run_dir)
-    created_run_dir = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise Siren3dError(f"cannot write to the output folder ({e.strerror or e})", run_dir) from None
 
-    torch.manual_seed(config.seed)
-    model = Siren(config.model)
-    if ckpt is not None:
-        model.load_state_dict(ckpt.model.state_dict())
-    model.to(device).train()
-    optimizer = Adam(model.parameters(), lr=config.lr)
-    sampler = Sampler(normalization.to_unit(scan.points), scan.normals, config.batch,
-                      uniform_ratio=config.uniform_ratio, near_ratio=config.near_ratio,
-                      near_scale=config.near_scale, seed=config.seed, device=device,
-                      sign_k=config.sign_k if config.loss.sign > 0 else 0)
-    history: list[list[float]] = []
+    trainer = Trainer(config, normalization.to_unit(scan.points), scan.normals, device)
     start = 0
     if ckpt is not None:
         try:
-            optimizer.load_state_dict(ckpt.train["optimizer"])
-            sampler.set_state(ckpt.train["rng"])
-            history = ckpt.train["history"].tolist()
+            trainer.load_state(ckpt.model.state_dict(), ckpt.train)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise Siren3dError(f"the model file's training state is unusable, cannot resume "
                                f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
-                               model_path) from None
+                               run_dir / "model.pt") from None
         start = ckpt.step
-    points_per_step = config.batch + sampler.n_uniform + sampler.n_near
     input_info = {"path": scan.path, "sha256": file_sha256(scan.path) if scan.path and Path(scan.path).is_file() else None,
                   "points": len(scan), "normals_estimated": scan.normals_estimated, "notes": scan.notes,
                   **({"noise": noise} if noise is not None else {})}
     prior_seconds = float(ckpt.meta.get("timings", {}).get("train_s", 0.0)) if ckpt else 0.0
-    setup_s = time.perf_counter() - t_setup
 
     def meta(step: int, train_s: float) -> dict:
         return {"siren3d": __version__, "step": step, "fit": config.to_dict(), "input": input_info,
                 "timings": {"train_s": prior_seconds + train_s}}
 
-    saved = {"step": start if ckpt is not None else None}
-
-    def save(step: int, train_s: float, rng: torch.Tensor | None = None) -> None:
-        train = _train_state(optimizer, sampler, history)
-        if rng is not None:
-            train["rng"] = rng
-        save_checkpoint(model_path, model, normalization, meta(step, train_s), train=train)
-        saved["step"] = step
-
-    def diverged(what: str, at_step: int) -> FitDiverged:
-        # The file on disk is left as it is: it holds the last state whose loss was seen finite.
-        if saved["step"] is not None:
-            kept = f"the last good checkpoint (step {saved['step']}) is kept in {model_path}"
-        else:
-            kept = "no checkpoint had been saved yet, so nothing was written"
-            if created_run_dir:
-                with contextlib.suppress(OSError):
-                    run_dir.rmdir()  # only if empty: nothing half-written stays behind
-        return FitDiverged(
-            f"training diverged: {what} at step {at_step} (learning rate {lr_at(at_step - 1, config):.3g}); "
-            f"{kept}. Refit with a lower --lr "
-            f"(now {config.lr:g}; try {config.lr / 10:g}) or a smaller --w0 (now {config.model.w0:g})",
-            run_dir)
-
-    def weights_finite() -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        # Not a terminal (CI logs, files): a line every 10 % instead of a redrawn bar.
-        interactive = sys.stderr.isatty()
-        bar = tqdm(total=config.steps, initial=start, unit="step", dynamic_ncols=True, leave=True,
-                   desc=f"fit {Path(scan.path).name or 'scan'}", file=sys.stderr,
-                   mininterval=0.2 if interactive else 0, miniters=None if interactive else max(config.steps // 10, 1),
-                   maxinterval=10 if interactive else float("inf"))  # else tqdm's monitor lowers miniters
+    folder = _RunFolder(run_dir, trainer, normalization, meta, saved_step=start if ckpt is not None else None)
+    setup_s = time.perf_counter() - t_setup
+    bar = _progress_bar(config, start, Path(scan.path).name or "scan") if progress else None
     t0 = time.perf_counter()
+
+    def checkpoint_if_due(rng: torch.Tensor) -> None:
+        # Written once the weights after `done` steps have shown a finite loss, so a checkpoint on
+        # disk is always a good one.
+        done = trainer.steps_done
+        if config.checkpoint_every and done > start and done % config.checkpoint_every == 0:
+            folder.save(done, time.perf_counter() - t0, rng=rng)
+
     step = start
     try:
         with _deferred_interrupts() as interrupted:
             while step < config.steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, config)
-                rng_before = sampler.get_state()  # the state a checkpoint of `step` steps holds
-                batch = sampler.sample()
-                off = torch.cat([batch.uniform, batch.near])
-                x = torch.cat([batch.on, off])
-                f, g = model.sdf_and_grad(x, method=config.grad)
-                nb = len(batch.on)
-                terms = loss_terms(f[:nb], g[:nb], batch.normals, f[nb:nb + len(batch.uniform)], g[nb:],
-                                   config.loss.alpha, f[nb:], batch.off_sign)
-                loss = total_loss(terms, config.loss)
-                values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
-                if not all(math.isfinite(v) for v in values):
-                    raise diverged(f"the loss became {values[0]}", step + 1)
-                # Periodic checkpoints are written here, once the weights after `step` steps have
-                # shown a finite loss, so a checkpoint on disk is always a good one.
-                if config.checkpoint_every and step > start and step % config.checkpoint_every == 0:
-                    save(step, time.perf_counter() - t0, rng=rng_before)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                history.append(values)
+                try:
+                    values = trainer.step(checkpoint_if_due)
+                except _NonFiniteLoss as e:
+                    raise folder.diverged(f"the loss became {e.value}", step + 1) from None
                 step += 1
                 if callback is not None:
                     callback(step, dict(zip(HISTORY_COLUMNS, values)))
                 if bar is not None:
-                    bar.update(1)
-                    if step % 10 == 0 or step == config.steps:
-                        rate = (step - start) * points_per_step / max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix_str(
-                            f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} "
-                            f"eik {values[3]:.3f} off {values[4]:.3f} sign {values[5]:.1e} | {rate / 1e3:.0f}k pts/s", refresh=False)
+                    _show_progress(bar, step, config.steps, values,
+                                   (step - start) * trainer.points_per_step / max(time.perf_counter() - t0, 1e-9))
                 if interrupted["hit"]:
-                    if not weights_finite():
-                        raise diverged("the weights became NaN/Inf", step)
-                    save(step, time.perf_counter() - t0)
-                    raise FitInterrupted(step, config.steps, str(model_path))
+                    if not trainer.weights_finite():
+                        raise folder.diverged("the weights became NaN/Inf", step)
+                    folder.save(step, time.perf_counter() - t0)
+                    raise FitInterrupted(step, config.steps, str(folder.model_path))
     finally:
         if bar is not None:
             bar.close()
     train_s = time.perf_counter() - t0
-    if not weights_finite():
-        raise diverged("the weights became NaN/Inf", step)
-    save(step, train_s)
-    rate = (step - start) * points_per_step / max(train_s, 1e-9)
-    hist = np.asarray(history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
+    if not trainer.weights_finite():
+        raise folder.diverged("the weights became NaN/Inf", step)
+    folder.save(step, train_s)
+    rate = (step - start) * trainer.points_per_step / max(train_s, 1e-9)
+    hist = np.asarray(trainer.history, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
     write_fit_json(run_dir, meta(step, train_s), hist, setup_s=setup_s, points_per_second=rate)
     try:
         plot_losses(hist, run_dir / "loss.png")
     except Exception as e:  # a plot must never fail a finished fit
         log.warning("could not write loss.png: %s", e)
-    model.eval()
-    return FitResult(model=model, normalization=normalization, config=config, run_dir=run_dir,
+    trainer.model.eval()
+    return FitResult(model=trainer.model, normalization=normalization, config=config, run_dir=run_dir,
                      history=hist, seconds=prior_seconds + train_s, points_per_second=rate)
+
+
+def _show_progress(bar, step: int, steps: int, values: list[float], rate: float) -> None:
+    bar.update(1)
+    if step % 10 == 0 or step == steps:
+        bar.set_postfix_str(f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} eik {values[3]:.3f} "
+                            f"off {values[4]:.3f} sign {values[5]:.1e} | {rate / 1e3:.0f}k pts/s", refresh=False)
 
 
 def write_fit_json(run_dir: Path, meta: dict, history: np.ndarray, *, setup_s: float,

@@ -69,12 +69,12 @@ def test_console_script_runs_as_a_subprocess():
 
 
 def test_quality_levels_and_the_paper_preset_choose_their_settings():
-    from siren3d.training import PRESETS, FitConfig, config_from_preset
+    from siren3d.config import PRESETS, FitConfig, fit_config
 
     base = FitConfig()
-    fast, high = config_from_preset("fast"), config_from_preset("high")
+    fast, high = fit_config("fast"), fit_config("high")
     assert fast.steps * fast.batch < base.steps * base.batch < high.steps * high.batch  # points seen
-    paper = config_from_preset("paper", steps=7)
+    paper = fit_config("paper", steps=7)
     assert paper.steps == 7 and paper.loss.sign == 0 and paper.near_ratio == 0 and paper.model.width == 256
     assert set(PRESETS) >= {"fast", "high", "paper"}
     r = CliRunner().invoke(main, ["fit", "x.ply", "--quality", "best"])
@@ -88,7 +88,8 @@ def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_poin
     config holds the weight that was used."""
     from siren3d.io import save_points_ply
     from siren3d.sampling import local_spacing
-    from siren3d.training import NOISY_NORMAL_WEIGHT, FitConfig
+    from siren3d.config import FitConfig
+    from siren3d.training import NOISY_NORMAL_WEIGHT
 
     pts, nrm = torus_points
     spacing = float(np.median(local_spacing(pts, k=1)))

@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from siren3d import meshing
 from siren3d.checkpoint import save_checkpoint
+from siren3d.config import MAX_RES
 from siren3d.cli import main
 from siren3d.errors import Siren3dError
 from siren3d.meshing import drop_small_components, extract_mesh, is_watertight
@@ -71,51 +72,52 @@ def test_sparse_equals_dense_at_128(field, backend, torus_fit):
         model, norm = _on_cpu(torus_fit[0]), torus_fit[1]
     else:  # a freshly initialized SIREN is full of surfaces: the hardest case for pruning
         model, norm = (_siren("siren", width=64) if field == "paper-init" else _siren("sphere")), UNIT
-    kw = dict(backend=backend, refine=0, normals=False)
-    dense = extract_mesh(model, norm, 128, method="dense", **kw)
-    sparse = extract_mesh(model, norm, 128, method="sparse", **kw)
+    kw = dict(backend=backend, refine=0, normals=False, min_component=0.0, keep_inner=True)
+    dense = extract_mesh(model, norm, res=128, method="dense", **kw)
+    sparse = extract_mesh(model, norm, res=128, method="sparse", **kw)
     # A fresh paper-init SIREN has surfaces in every block: sparse must then cost about what dense does.
-    assert sparse.stats["evaluations"] < (1.05 if field == "paper-init" else 0.6) * dense.stats["evaluations"]
+    assert sparse.stats.evaluations < (1.05 if field == "paper-init" else 0.6) * dense.stats.evaluations
     # skimage decides in float32 whether a sliver is degenerate, in block or in grid coordinates:
     # on the paper-init field (400k faces) a few slivers and their neighbours come out differently.
     _same_surface(dense, sparse, tol=1e-4 * norm.scale, unmatched=0 if backend == "mcubes" else 16)
     if backend == "mcubes":
-        assert sparse.stats["components"] == dense.stats["components"]
-    assert sparse.stats["watertight"] == dense.stats["watertight"]
+        assert sparse.stats.components == dense.stats.components
+    assert sparse.stats.watertight == dense.stats.watertight
 
 
 @pytest.mark.slow
 def test_sparse_equals_dense_at_256_without_seams(torus_fit):
     model, norm = _on_cpu(torus_fit[0]), torus_fit[1]
-    dense = extract_mesh(model, norm, 256, method="dense", refine=0, normals=False)
-    sparse = extract_mesh(model, norm, 256, refine=0, normals=False)
+    raw = dict(refine=0, normals=False, min_component=0.0, keep_inner=True)
+    dense = extract_mesh(model, norm, res=256, method="dense", **raw)
+    sparse = extract_mesh(model, norm, res=256, **raw)
     _same_surface(dense, sparse, tol=1e-4 * norm.scale)
     assert len(np.unique(sparse.vertices, axis=0)) == len(sparse.vertices)  # block seams merged
-    assert sparse.stats["watertight"] == dense.stats["watertight"] == is_watertight(sparse.faces)
-    assert sparse.stats["components"] == dense.stats["components"]
-    assert sparse.stats["dense_evaluations"] / sparse.stats["evaluations"] > 4
+    assert sparse.stats.watertight == dense.stats.watertight == is_watertight(sparse.faces)
+    assert sparse.stats.components == dense.stats.components
+    assert sparse.stats.dense_evaluations / sparse.stats.evaluations > 4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_sparse_matches_dense_on_cuda(torus_fit):
     """On a GPU the two methods agree up to float rounding: the same surface, the same topology."""
     model, norm = copy.deepcopy(torus_fit[0]).cuda(), torus_fit[1]
-    dense = extract_mesh(model, norm, 128, method="dense", refine=0, normals=False)
-    sparse = extract_mesh(model, norm, 128, refine=0)
+    dense = extract_mesh(model, norm, res=128, method="dense", refine=0, normals=False)
+    sparse = extract_mesh(model, norm, res=128, refine=0)
     _same_surface(dense, sparse, tol=1e-3 * norm.scale, unmatched=len(dense.faces) // 1000)
-    assert sparse.stats["components"] == dense.stats["components"]
-    assert sparse.stats["watertight"] == dense.stats["watertight"]
-    cpu = extract_mesh(_on_cpu(model), norm, 128, refine=0)  # and the GPU's mesh is the CPU's
+    assert sparse.stats.components == dense.stats.components
+    assert sparse.stats.watertight == dense.stats.watertight
+    cpu = extract_mesh(_on_cpu(model), norm, res=128, refine=0)  # and the GPU's mesh is the CPU's
     _same_surface(cpu, sparse, tol=1e-3 * norm.scale, unmatched=len(cpu.faces) // 1000)
 
 
 def test_refine_moves_vertices_onto_the_level_set_and_normals_point_out(torus_fit):
     model, norm = torus_fit
-    raw = extract_mesh(model, norm, 48, refine=0)
-    ref = extract_mesh(model, norm, 48, refine=2)
-    err = ref.stats["level_error"]
+    raw = extract_mesh(model, norm, res=48, refine=0)
+    ref = extract_mesh(model, norm, res=48, refine=2)
+    err = ref.stats.level_error
     assert err["after_mean"] < 0.2 * err["before_mean"]
-    assert err["before_mean"] == pytest.approx(raw.stats["level_error"]["before_mean"])
+    assert err["before_mean"] == pytest.approx(raw.stats.level_error["before_mean"])
     assert np.allclose(np.linalg.norm(ref.normals, axis=1), 1.0, atol=1e-6)
     # Outward: the normals agree with the faces' winding (negative inside, faces wound outward).
     tm = ref.to_trimesh()
@@ -129,10 +131,10 @@ def test_small_pieces_are_dropped_and_counted():
     small = trimesh.creation.icosphere(subdivisions=1, radius=0.1)
     small.apply_translation([3, 0, 0])
     both = trimesh.util.concatenate([big, small])
-    v, f, _, kept, dropped = drop_small_components(both.vertices, both.faces, 0.1)
+    v, f, kept, dropped = drop_small_components(both.vertices, both.faces, 0.1)
     assert (kept, dropped) == (1, 1) and len(f) == len(big.faces) and len(v) == len(big.vertices)
     assert is_watertight(f)
-    v, f, _, kept, dropped = drop_small_components(both.vertices, both.faces, 0.0)
+    v, f, kept, dropped = drop_small_components(both.vertices, both.faces, 0.0)
     assert (kept, dropped, len(f)) == (2, 0, len(both.faces))
 
 
@@ -158,42 +160,42 @@ def test_inner_shells_are_dropped_and_outer_pieces_kept():
     assert d2 == 0 and len(f2) == len(big.faces) + len(beside.faces)
 
 
-def test_extract_mesh_drops_inner_shells_only_when_asked():
-    """A fresh paper-init SIREN is full of nested blobs: with drop_inner the pieces inside the
-    largest one go, and the counts add up."""
+def test_extract_mesh_drops_inner_shells_unless_asked_to_keep_them():
+    """A fresh paper-init SIREN is full of nested blobs: by default the pieces inside the largest
+    one go (keep_inner keeps them), and the counts add up."""
     model = _siren("siren", width=64)
     kw = dict(refine=0, normals=False, min_component=0.0)
-    every = extract_mesh(model, UNIT, 48, **kw)
-    outer = extract_mesh(model, UNIT, 48, drop_inner=True, **kw)
-    assert every.stats["inner_shells_dropped"] == 0
-    assert outer.stats["inner_shells_dropped"] >= 1
-    assert outer.stats["components"] == every.stats["components"] - outer.stats["inner_shells_dropped"]
+    every = extract_mesh(model, UNIT, res=48, keep_inner=True, **kw)
+    outer = extract_mesh(model, UNIT, res=48, **kw)
+    assert every.stats.inner_shells_dropped == 0
+    assert outer.stats.inner_shells_dropped >= 1
+    assert outer.stats.components == every.stats.components - outer.stats.inner_shells_dropped
     assert len(outer.faces) < len(every.faces)
 
 
 def test_a_surface_that_leaves_the_box_is_reported_and_pad_closes_it(caplog):
     model = _siren("sphere", sphere_radius=1.05)
     with caplog.at_level(logging.WARNING, logger="siren3d"):
-        open_mesh = extract_mesh(model, UNIT, 48, refine=0)
-    assert open_mesh.stats["touches_box"] and not open_mesh.stats["watertight"]
-    assert "--pad" in caplog.text
-    closed = extract_mesh(model, UNIT, 48, refine=0, pad=0.2)
-    assert closed.stats["watertight"] and not closed.stats["touches_box"]
-    boxed = extract_mesh(model, Normalization((10.0, 0.0, 0.0), 2.0), 48, refine=0,
+        open_mesh = extract_mesh(model, UNIT, res=48, refine=0)
+    assert open_mesh.stats.touches_box and not open_mesh.stats.watertight
+    assert "pad" in caplog.text
+    closed = extract_mesh(model, UNIT, res=48, refine=0, pad=0.2)
+    assert closed.stats.watertight and not closed.stats.touches_box
+    boxed = extract_mesh(model, Normalization((10.0, 0.0, 0.0), 2.0), res=48, refine=0,
                          bbox=(7.0, -3.0, -3.0, 13.0, 3.0, 3.0))
-    assert boxed.stats["watertight"]
+    assert boxed.stats.watertight
     assert np.allclose(boxed.vertices.mean(0), [10, 0, 0], atol=0.2)
 
 
 def test_no_crossing_and_oversized_grids_are_refused(monkeypatch):
     model = _siren("sphere")
     with pytest.raises(Siren3dError, match="never reaches the level 5"):
-        extract_mesh(model, UNIT, 32, level=5.0)
+        extract_mesh(model, UNIT, res=32, level=5.0)
     with pytest.raises(Siren3dError, match="largest supported"):
-        extract_mesh(model, UNIT, meshing.MAX_RES + 1)
+        extract_mesh(model, UNIT, res=MAX_RES + 1)
     monkeypatch.setattr(meshing, "available_memory", lambda: 2 ** 30)  # a machine with 1 GiB free
     with pytest.raises(Siren3dError, match=r"needs about [\d.]+ GiB but only 1.0 GiB"):
-        extract_mesh(model, UNIT, 1024, method="dense")
+        extract_mesh(model, UNIT, res=1024, method="dense")
 
 
 def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
@@ -203,7 +205,9 @@ def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
     out = tmp_path / "m.ply"
     r = CliRunner().invoke(main, ["mesh", str(path), "--res", "64", "--refine", "1", "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert "of dense" in r.output and "watertight" in r.output and "refined" in r.output
+    summary = next(line for line in r.output.splitlines() if line.startswith("mesh res 64"))
+    assert "of dense" in summary and summary.endswith(", 1 piece, watertight"), summary
+    assert "refined" in r.output
     mesh = trimesh.load(out)
     assert mesh.is_watertight
     assert np.allclose(np.linalg.norm(mesh.vertices - 5.0, axis=1), 2.0, atol=0.2)

@@ -13,7 +13,7 @@ from scipy.special import erfcx
 from siren3d.cli import main
 from siren3d.errors import Siren3dError
 from siren3d.io import Scan, save_points_ply
-from siren3d.metrics import evaluate
+from siren3d.metrics import score_mesh as evaluate
 
 N = 50_000
 

@@ -285,19 +285,17 @@ class FieldViewer:
 
     def _offset_surface(self, level: float):
         """The ``level`` set (scan units) from a cached coarse grid of the field, or None."""
-        from siren3d.meshing import grid_axis, marching_cubes
+        from siren3d.field import Grid, grid_values
+        from siren3d.meshing import marching_cubes
 
-        res = self.surface_res
+        grid = Grid.cube(self.surface_res)
         if self._volume is None:
-            ax = grid_axis(res)
-            pts = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), axis=-1).reshape(-1, 3)
-            self._volume = np.asarray(self._values(pts), dtype=np.float32).reshape(res, res, res)
+            self._volume = grid_values(self._values, grid)
         unit_level = level / self.scale
         if not (self._volume.min() < unit_level < self._volume.max()):
             return None
         v, f = marching_cubes(self._volume, unit_level)
-        unit = -1.0 + v * (2.0 / (res - 1))
-        return unit * self.scale + self.center, f
+        return grid.points(v) * self.scale + self.center, f
 
     # ------------------------------------------------------------------ state changes (keys, widgets)
 
@@ -450,7 +448,7 @@ class FieldViewer:
         """Render and write an image file atomically (PNG, JPEG, BMP, TIFF by suffix)."""
         from pathlib import Path
 
-        from siren3d.io import atomic_output
+        from siren3d.files import atomic_output
 
         path = check_image_path(path)
         try:

@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from siren3d.meshing import evaluate_with_grad
+from siren3d.field import field_values, field_values_and_grads
 from siren3d.model import Siren
 from siren3d.normalization import Normalization
 
@@ -47,15 +46,6 @@ class Slice:
     v: np.ndarray
     size: tuple[float, float]
     res: tuple[int, int]
-
-    def values(self, kind: str = "distance") -> np.ndarray:
-        if kind == "distance":
-            return self.distance
-        if kind == "eikonal":
-            if self.eikonal is None:
-                raise ValueError("this slice was evaluated without the Eikonal error")
-            return self.eikonal
-        raise ValueError(f"unknown slice kind {kind!r}; use one of {', '.join(KINDS)}")
 
 
 def plane_basis(normal) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,54 +91,32 @@ def slice_points(origin, normal, size, res) -> tuple[np.ndarray, np.ndarray, np.
 
 
 class FieldEvaluator:
-    """A SIREN evaluated for display, in chunks: values through ``Siren.evaluator`` (w0 folded into
-    the weights, in-place sines) and gradients through ``Siren.grad_evaluator`` (the same, with the
-    gradient chain written out).
-    Build it again if the model's weights change.
-    """
+    """A SIREN evaluated for display, in chunks of ``chunk`` points (siren3d.field: w0 folded into the
+    weights, in-place sines, exact gradients)."""
 
     def __init__(self, model: Siren, chunk: int = DEFAULT_CHUNK):
         self.model = model
         self.chunk = int(chunk)
-        self._f = model.evaluator()
 
-    @torch.inference_mode()
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Unit-box points (N, 3) -> f (N,) float32, unit-box units."""
-        x_all = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float32))
-        out = np.empty(len(x_all), dtype=np.float32)
-        for i in range(0, len(x_all), self.chunk):
-            out[i:i + self.chunk] = self._f(x_all[i:i + self.chunk]).numpy()
-        return out
+        return field_values(self.model, points, self.chunk)
 
     def value_and_grad(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-box points (N, 3) -> (f (N,), grad f (N, 3)), the model's exact gradient."""
-        return evaluate_with_grad(self.model, np.asarray(points, dtype=np.float32), self.chunk)
+        return field_values_and_grads(self.model, points, self.chunk)
 
 
 def _as_callable(field):
-    """(values(points), value_and_grad(points) or None) for a Siren, an evaluator or a callable."""
+    """(values(points), value_and_grad(points)) for a Siren, a FieldEvaluator or a callable (whose
+    gradient comes from central differences)."""
     if isinstance(field, Siren):
         field = FieldEvaluator(field)
     if isinstance(field, FieldEvaluator):
         return field, field.value_and_grad
     if not callable(field):
         raise TypeError(f"field must be a Siren or a callable, got {type(field).__name__}")
-
-    def values(p):
-        return np.asarray(field(p), dtype=np.float64).reshape(len(p))
-
-    def value_and_grad(p, eps=1e-4):
-        # central differences in the unit box: exact enough for an error map of a smooth field
-        p = np.asarray(p, dtype=np.float64)
-        g = np.empty_like(p)
-        for k in range(3):
-            e = np.zeros(3)
-            e[k] = eps
-            g[:, k] = (values(p + e) - values(p - e)) / (2 * eps)
-        return values(p), g
-
-    return values, value_and_grad
+    return (lambda p: field_values(field, p).astype(np.float64)), (lambda p: field_values_and_grads(field, p))
 
 
 def evaluate_slice(field, normalization: Normalization | None, origin, normal, size, res,

@@ -1,0 +1,332 @@
+"""Every setting of siren3d, in one place: its default, its help text and its valid range.
+
+Each setting is a dataclass field made with :func:`setting`. The command line builds its options
+from these fields (``siren3d.cli``), so a notebook calling ``siren3d.fit(scan, FitConfig(...))`` and
+``siren3d fit --...`` share the same defaults, the same help and the same checks; a new setting is
+one new field. Validation speaks of settings (``steps``), not of command-line flags.
+
+This module imports neither torch nor numpy: ``siren3d --help`` reads it and nothing heavier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any, Callable
+
+from .errors import SettingError
+
+
+def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, choices: tuple = (),
+            min: float | None = None, max: float | None = None, positive: bool = False, cli: bool = True,
+            flag: str | None = None, metavar: str | None = None, parse: Callable[[str], Any] | None = None,
+            prefix: str = "") -> Any:
+    """A dataclass field carrying what the CLI and validation need.
+
+    ``choices``/``min``/``max``/``positive`` are checked by :func:`validate` and become click types;
+    ``cli=False`` keeps a setting out of the command line; ``flag`` overrides the option name (default:
+    the field name with dashes); ``parse`` turns the option's text into the value (raising ValueError);
+    ``prefix`` is put before the flags of a nested config's settings.
+    """
+    meta = dict(help=help, choices=tuple(choices), min=min, max=max, positive=positive, cli=cli, flag=flag,
+                metavar=metavar, parse=parse, prefix=prefix)
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Generic helpers over the config dataclasses
+
+
+def to_dict(cfg) -> dict:
+    """A config as plain JSON-ready data (nested configs as dicts)."""
+    return asdict(cfg)
+
+
+def from_dict(cls, data: dict):
+    """A config from :func:`to_dict` output; unknown keys (from other siren3d versions) are ignored."""
+    data = data or {}
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        sub = _nested_type(cls, f)
+        if sub is not None:
+            value = from_dict(sub, value if isinstance(value, dict) else {})
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _nested_type(cls, f):
+    """The dataclass type of a nested config field (model, loss), else None."""
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        probe = f.default_factory()  # type: ignore[misc]
+        if is_dataclass(probe):
+            return type(probe)
+    return None
+
+
+def validate(cfg, where: str = "") -> None:
+    """Check every setting of ``cfg`` (and its nested configs) against its declared range/choices."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        name = f"{where}{f.name}"
+        if is_dataclass(value):
+            validate(value, f"{name}.")
+            continue
+        m = f.metadata
+        if not m or value is None:
+            continue
+        if m.get("choices") and value not in m["choices"]:
+            raise SettingError(f"{name} must be one of {', '.join(map(str, m['choices']))} (got {value!r})", name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise SettingError(f"{name} must be a finite number (got {value})", name)
+            if m.get("positive") and not value > 0:
+                raise SettingError(f"{name} must be positive (got {value})", name)
+            if m.get("min") is not None and value < m["min"]:
+                raise SettingError(f"{name} must be at least {m['min']:g} (got {value})", name)
+            if m.get("max") is not None and value > m["max"]:
+                raise SettingError(f"{name} must be at most {m['max']:g} (got {value})", name)
+
+
+def with_overrides(cfg, overrides: dict):
+    """A copy of ``cfg`` with settings replaced: keys are field names, dotted paths ('model.width') or
+    the name of a field of a nested config ('width'); None values are skipped (not given)."""
+    top = {f.name: f for f in fields(cfg)}
+    nested = {f.name: getattr(cfg, f.name) for f in fields(cfg) if is_dataclass(getattr(cfg, f.name))}
+    direct, inner = {}, {k: {} for k in nested}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        path = key.replace("__", ".").split(".", 1)
+        if len(path) == 2 and path[0] in nested:
+            inner[path[0]][path[1]] = value
+        elif key in top and key not in nested:
+            direct[key] = value
+        else:
+            owner = [n for n, sub in nested.items() if key in {f.name for f in fields(sub)}]
+            if len(owner) != 1:
+                raise SettingError(f"unknown setting '{key}'")
+            inner[owner[0]][key] = value
+    for name, values in inner.items():
+        if values:
+            direct[name] = with_overrides(nested[name], values)
+    return replace(cfg, **direct)
+
+
+# --------------------------------------------------------------------------------------------
+# The settings
+
+
+#: Fraction of the half-box left empty around the scan, so the surface never touches the box.
+DEFAULT_MARGIN = 0.1
+#: The finest meshing grid the vertex-merging keys can address.
+MAX_RES = 2048
+
+
+@dataclass
+class LoadConfig:
+    """How a scan file becomes training points."""
+
+    max_points: int = setting(2_000_000, "Subsample larger scans to this many points (seeded).", min=16)
+    mesh_samples: int = setting(200_000, "Points sampled on the surface of a mesh given as input.", min=16,
+                                cli=False)
+
+    def validate(self) -> None:
+        validate(self)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the SIREN; stored in every checkpoint."""
+
+    width: int = setting(128, "Units per hidden layer.", min=1)
+    hidden_layers: int = setting(2, "Hidden (width x width) sine layers after the first one (paper: 3).", min=0)
+    w0: float = setting(30.0, "Frequency factor of the first layer (paper: 30).", positive=True)
+    w0_hidden: float = setting(30.0, "Frequency factor of the hidden layers (paper: 30).", positive=True)
+    init: str = setting("siren", "'siren': the paper's initialization; 'sphere': f = SIREN + sphere distance "
+                        "prior, the learned part starting small.", choices=("siren", "sphere"))
+    sphere_radius: float = setting(0.5, "Radius (unit box) of the sphere prior of init 'sphere'.", positive=True)
+
+    def __post_init__(self):
+        validate(self)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return from_dict(cls, d)
+
+
+@dataclass
+class LossWeights:
+    """Weight of each loss term (see siren3d.losses), and the off-surface sharpness alpha."""
+
+    surface: float = setting(3e3, "Weight of |f| on scan points.", min=0)
+    normal: float = setting(1e2, "Weight of 1 - cos(grad f, n) on scan points.", min=0)
+    eikonal: float = setting(5e1, "Weight of | |grad f| - 1 | on all points.", min=0)
+    offsurface: float = setting(1e2, "Weight of exp(-alpha |f|) on uniform points.", min=0)
+    sign: float = setting(1e3, "Weight of the inside/outside term on off-surface points (0: off, as in the paper).",
+                          min=0)
+    alpha: float = setting(100.0, "Sharpness of the off-surface term exp(-alpha |f|).", positive=True,
+                           flag="offsurface-alpha")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LossWeights":
+        return from_dict(cls, {k: float(v) for k, v in (d or {}).items()})
+
+
+GRAD_METHODS = ("auto", "fused", "fused-bf16", "analytic", "autograd")
+NOISE_MODES = ("auto", "low", "high")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class FitConfig:
+    """Everything that decides a fit; saved in model.pt and fit.json."""
+
+    steps: int = setting(1200, "Optimizer steps.", min=1)
+    batch: int = setting(2048, "Scan points per step (off-surface points come on top, see the ratios).", min=1)
+    uniform_ratio: float = setting(1.0, "Uniform off-surface points per scan point.", min=0)
+    near_ratio: float = setting(0.5, "Near-surface off-surface points per scan point.", min=0)
+    near_scale: float = setting(1.0, "Near-surface noise, in local point spacings.", positive=True)
+    sign_k: int = setting(8, "Scan neighbours that vote on an off-surface point's side.", min=1)
+    lr: float = setting(2e-4, "Peak learning rate (Adam).", positive=True)
+    lr_final: float = setting(0.1, "Learning rate at the last step, as a fraction of lr (cosine decay; 1: constant).",
+                              min=0)
+    warmup: int = setting(0, "Steps of linear learning-rate warm-up.", min=0)
+    seed: int = setting(0, "Seeds the network and the sampler (CPU runs are reproducible).")
+    device: str = setting("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'.", choices=DEVICES)
+    grad: str = setting("auto", "How grad f and its backward are computed: 'fused' (hand-written backward), "
+                        "'fused-bf16' (its adjoint products in bfloat16), 'analytic' or 'autograd'; 'auto': "
+                        "fused-bf16 on CPUs that multiply bf16 natively, else fused.", choices=GRAD_METHODS)
+    noise: str = setting("auto", "Treat the scan as clean ('low') or noisy ('high': trust the normals more); "
+                         "'auto' measures it.", choices=NOISE_MODES)
+    checkpoint_every: int = setting(500, "Steps between resumable checkpoints (0: only at the end).", min=0)
+    margin: float = setting(DEFAULT_MARGIN, "Empty fraction of the unit box around the scan.", min=0, max=0.9,
+                            cli=False)
+    model: ModelConfig = setting(default_factory=ModelConfig)
+    loss: LossWeights = setting(default_factory=LossWeights, prefix="weight-")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitConfig":
+        return from_dict(cls, d)
+
+    def validate(self) -> None:
+        validate(self)
+
+
+def parse_bbox(text: str) -> tuple[float, ...]:
+    """'x0,y0,z0,x1,y1,z1' -> six floats (ValueError otherwise)."""
+    try:
+        nums = tuple(float(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        nums = ()
+    if len(nums) != 6:
+        raise ValueError("expected six numbers: xmin,ymin,zmin,xmax,ymax,zmax (scan units)")
+    return nums
+
+
+@dataclass
+class MeshConfig:
+    """How a fitted field becomes a mesh (``siren3d mesh`` and :func:`siren3d.extract_mesh`)."""
+
+    res: int = setting(256, "Grid samples along the box's longest side.", min=8)
+    method: str = setting("sparse", "'sparse': evaluate only near the surface, coarse to fine; 'dense': every grid "
+                          "sample.", choices=("sparse", "dense"))
+    backend: str = setting("mcubes", "Marching cubes implementation.", choices=("mcubes", "skimage"))
+    level: float = setting(0.0, "Iso level in scan units: 0 is the surface, L > 0 the offset surface at distance L "
+                           "outside, L < 0 inside.")
+    refine: int = setting(0, "Newton steps moving each vertex onto the level set (0: off; on fitted scans they did "
+                          "not change the Chamfer distance and cost 1-2 s per step at res 512).", min=0, max=10)
+    min_component: float = setting(0.02, "Drop pieces with fewer faces than this fraction of the largest "
+                                   "(0: keep all).", min=0, max=1)
+    keep_inner: bool = setting(False, "Keep closed pieces inside the main surface (dropped by default: a scanner "
+                               "cannot see them).")
+    pad: float = setting(0.0, "Grow the meshing box by this fraction on every side (for surfaces that touch it).",
+                         min=0, max=10)
+    bbox: tuple | None = setting(None, "Mesh this box, in scan units, instead of the fitted box.",
+                                 metavar="X0,Y0,Z0,X1,Y1,Z1", parse=parse_bbox)
+    normals: bool = setting(True, "Vertex normals from grad f.", cli=False)
+    device: str = setting("auto", "Where the network is evaluated (auto: CUDA when available).", choices=DEVICES)
+    block: int = setting(4, "Cells per side of the finest sparse blocks (marching cubes runs per block).", min=1,
+                         cli=False)
+    safety: float = setting(1.0, "Keep a sparse region if |f(centre) - level| <= safety * its reach. Factors "
+                            "0.25-1.0 all gave the dense faces at res 256 (the surface-following growth repairs "
+                            "what a small factor misses); 0.5 measured slower, so 1.0.", positive=True, cli=False)
+    chunk: int = setting(65536, "Points per network call.", min=1, cli=False)
+
+    def __post_init__(self):
+        if self.bbox is not None:
+            self.bbox = tuple(float(v) for v in self.bbox)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MeshConfig":
+        return from_dict(cls, d)
+
+    def validate(self) -> None:
+        validate(self)
+        if self.res > MAX_RES:
+            raise SettingError(f"res {self.res} is above the largest supported resolution, {MAX_RES}: a {self.res}^3 "
+                               f"grid is {self.res ** 3 / 1e9:.0f} billion samples, "
+                               f"{self.res ** 3 * 4 / 2 ** 30:.0f} GiB as float32", "res")
+        if self.bbox is not None:
+            b = self.bbox
+            if len(b) != 6 or not all(math.isfinite(v) for v in b) or not all(b[i + 3] > b[i] for i in range(3)):
+                raise SettingError(f"bbox must be xmin,ymin,zmin,xmax,ymax,zmax with max > min, got {tuple(b)}", "bbox")
+
+
+@dataclass
+class ScoreConfig:
+    """How ``siren3d eval`` compares a mesh with a reference (see siren3d.metrics)."""
+
+    samples: int = setting(200_000, "Points sampled on each surface (two samples of 200,000 points from one "
+                           "surface differ by a Chamfer-L1 of about 0.001 of the diagonal).", min=100)
+    seed: int = setting(0, "Seeds the surface sampling.")
+
+    def validate(self) -> None:
+        validate(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+
+#: Named departures from the defaults (benchmarks/quality.py measures each).
+PRESETS: dict[str, dict] = {
+    # fast: half the points per step (600 steps instead left ghost pieces on the bunny).
+    "fast": dict(batch=1024),
+    "high": dict(steps=4000, batch=4096),
+    # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
+    "paper": {"noise": "low", "steps": 10000, "batch": 250_000, "uniform_ratio": 1.0, "near_ratio": 0.0,
+              "lr": 1e-4, "lr_final": 1.0, "warmup": 0, "model.width": 256, "model.hidden_layers": 3,
+              "model.init": "siren", "loss.sign": 0.0},
+}
+QUALITY_LEVELS = ("fast", "default", "high")
+
+
+def fit_config(preset: str | None = None, **overrides) -> FitConfig:
+    """A validated FitConfig: the defaults, then a named preset (None or 'default': none), then overrides
+    (see :func:`with_overrides`)."""
+    cfg = FitConfig()
+    if preset not in (None, "default"):
+        if preset not in PRESETS:
+            raise SettingError(f"unknown preset '{preset}'; choose from: {', '.join(PRESETS)}")
+        cfg = with_overrides(cfg, PRESETS[preset])
+    cfg = with_overrides(cfg, overrides)
+    cfg.validate()
+    return cfg
