@@ -19,6 +19,7 @@ from .errors import Siren3dError
 from .meshing import DEFAULT_MIN_COMPONENT, DEFAULT_REFINE
 from .runs import resolve_model
 
+EXIT_FAILED = 1  # siren3d batch: some scans failed (the others are done)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -77,6 +78,7 @@ def main(verbose: bool) -> None:
       siren3d mesh --res 512        # mesh the most recent run -> runs/scan/mesh-512.ply
       siren3d view                  # slice the learned distance field (--screenshot out.png: no window)
       siren3d eval runs/scan/mesh-512.ply --ref scan.ply    # Chamfer, normals, F-score, pieces
+      siren3d batch scans/ --out results/   # many scans, one Ray task each -> results/summary.csv
     """
     _setup_logging(verbose)
 
@@ -286,6 +288,75 @@ def eval_(mesh_path: Path, ref: Path, samples: int, seed: int, as_json: bool) ->
 
     scores = evaluate(mesh_path, ref, n_samples=samples, seed=seed)
     click.echo(json.dumps(scores) if as_json else format_table(scores))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="SCANS...")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Results folder: <out>/<scan name>/ per scan, <out>/summary.csv and .json.")
+# Fit and mesh settings: FitConfig overrides and extract_mesh keyword arguments, as in fit and mesh.
+@click.option("--quality", type=click.Choice(["fast", "default", "high"]), default="default", show_default=True,
+              help="Time against detail, as in 'siren3d fit'.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Scan points per step.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (Adam).")
+@click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Units per hidden layer.")
+@click.option("--hidden-layers", type=click.IntRange(min=0), default=None, help="Hidden sine layers.")
+@click.option("--init", type=click.Choice(["siren", "sphere"]), default=None, help="Initialization, as in fit.")
+@click.option("--res", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Mesh grid samples along the box's longest side.")
+# Ray
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Scans at once [default: CPUs / threads, of this machine or the cluster].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads (and CPUs reserved) per scan [default: 1].")
+@click.option("--gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs reserved per scan (0.5: two scans share one); >0 fits and meshes on CUDA.")
+@click.option("--address", default=None,
+              help="A running Ray cluster: 'auto' or HOST:PORT (see 'ray start --head') "
+                   "[default: Ray on this machine].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def batch(inputs, out: Path, quality, steps, batch, lr, seed, width, hidden_layers, init, res, workers, threads,
+          gpus, address, quiet) -> None:
+    """Fit and mesh many scans, one Ray task each: files, folders (their scan files) and globs.
+
+    \b
+    Each scan gets OUT/<name>/ (model.pt, fit.json, mesh-RES.ply, mesh-RES.json); OUT/summary.csv
+    and summary.json have a row per scan. Rerunning the same command continues it: finished scans
+    are skipped, interrupted fits resume, failed scans are tried again. Exit status 1 when a scan
+    failed, 130 when interrupted (Ctrl-C).
+    \b
+      siren3d batch scans/ more/*.ply --out results --res 512
+      siren3d batch scans/ --address auto      # a cluster started with 'ray start --head'
+    """
+    from .batch import BatchInterrupted, run
+    from .training import config_from_preset
+
+    try:
+        config = config_from_preset(None if quality == "default" else quality, steps=steps, batch=batch, lr=lr,
+                                    seed=seed, width=width, hidden_layers=hidden_layers, init=init)
+    except ValueError as e:
+        raise Siren3dError(f"invalid settings: {e}") from None
+    t0 = time.perf_counter()
+    try:
+        rows = run(inputs, out, config, {"res": res}, workers=workers, threads=threads, gpus=gpus,
+                   address=address, progress=not quiet)
+    except BatchInterrupted as e:
+        click.echo(f"{e}; wrote {out}/summary.csv; the same command continues the batch", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # before any scan started
+        click.echo("interrupted before any scan started", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        click.echo(f"failed: {r['name']}: {r['error']}", err=True)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
+    click.echo(f"{len(rows)} scans in {time.perf_counter() - t0:.1f} s: {counts['done']} done, "
+               f"{counts['skipped']} skipped, {counts['failed']} failed; wrote {out}/summary.csv", err=True)
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover
