@@ -181,7 +181,7 @@ def _check_same_input(job: ScanJob, recorded: dict) -> None:
 
 
 def _fit_state(job: ScanJob, config: FitConfig) -> tuple[dict | None, bool]:
-    """(fit.json, finished): finished when fit.json and model.pt agree on a step >= config.steps."""
+    """(fit.json, finished): finished when fit.json reports step >= config.steps and model.pt is there."""
     run_dir = Path(job.run_dir)
     doc = _read_json(run_dir / "fit.json")
     finished = bool(doc and (run_dir / "model.pt").is_file() and isinstance(doc.get("step"), int)
@@ -266,9 +266,13 @@ def process_scan(job: ScanJob, config: FitConfig, mesh: dict | None = None, *, t
             return skipped
         fit_doc, fit_done = _fit_state(job, config)
         device = resolve_device(config.device)
+        ckpt = None
         if fit_done:
             _check_same_input(job, fit_doc.get("input", {}))
             ckpt = load_checkpoint(model_path, device=device)
+            if ckpt.step != fit_doc["step"]:
+                ckpt = None  # training it further was interrupted after fit.json: finish that first
+        if ckpt is not None:
             model, normalization = ckpt.model, ckpt.normalization
         else:
             resume = model_path.is_file()
