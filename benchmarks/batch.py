@@ -5,7 +5,8 @@ a different seed each), then, wall-clock timed as a user runs them (subprocesses
 start-up is included):
 
 - ``sequential``: for each scan ``siren3d fit SCAN --out DIR -q [fit args]`` then ``siren3d mesh --run
-  DIR --res R -q``, one after the other, torch's default threads (all cores);
+  DIR --res R -q``, one after the other, with torch's default threads (all cores) or
+  ``--sequential-threads``;
 - ``batch WxT``: ``siren3d batch SCANS/ --out DIR --workers W --threads T --res R -q [fit args]`` for
   each --layouts entry (a fresh results folder each time, so nothing is skipped).
 
@@ -18,7 +19,7 @@ remaining worker time per scan ((batch seconds - Ray start) x workers - task sec
 worker process and its imports for every scan, and the idle tail of the last scans.
 
     python benchmarks/batch.py [--scans 4] [--points 20000] [--fit-args "--quality fast"] [--res 256]
-        [--layouts 2x1 1x2] [--rounds 1] [--keep DIR]
+        [--layouts 2x1 1x2] [--sequential-threads T] [--rounds 1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -50,24 +51,26 @@ def make_scans(folder: Path, count: int, points: int) -> list[Path]:
     return [make_sample(folder / f"sample-{i}.ply", count=points, seed=7 + i) for i in range(count)]
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{shlex.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     return seconds
 
 
-def sequential(scans: list[Path], work: Path, fit_args: list[str], res: int) -> dict:
+def sequential(scans: list[Path], work: Path, fit_args: list[str], res: int, threads: int | None) -> dict:
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's default
     t0 = time.perf_counter()
     per_scan = []
     for scan in scans:
         run_dir = work / scan.stem
-        fit_s = timed([*siren3d_command(), "fit", str(scan), "--out", str(run_dir), "-q", *fit_args])
-        mesh_s = timed([*siren3d_command(), "mesh", "--run", str(run_dir), "--res", str(res), "-q"])
+        fit_s = timed([*siren3d_command(), "fit", str(scan), "--out", str(run_dir), "-q", *fit_args], env)
+        mesh_s = timed([*siren3d_command(), "mesh", "--run", str(run_dir), "--res", str(res), "-q"], env)
         per_scan.append({"scan": scan.stem, "fit_seconds": round(fit_s, 2), "mesh_seconds": round(mesh_s, 2)})
-    return {"variant": "sequential", "seconds": round(time.perf_counter() - t0, 2), "per_scan": per_scan}
+    return {"variant": "sequential", "threads": threads or "default", "seconds": round(time.perf_counter() - t0, 2),
+            "per_scan": per_scan}
 
 
 def batch(scan_dir: Path, work: Path, fit_args: list[str], res: int, workers: int, threads: int) -> dict:
@@ -95,6 +98,8 @@ def main() -> None:
     ap.add_argument("--layouts", nargs="+", default=["2x1", "1x2"], metavar="WxT",
                     help="siren3d batch --workers W --threads T variants")
     ap.add_argument("--no-sequential", action="store_true", help="only the batch layouts (no speedup)")
+    ap.add_argument("--sequential-threads", type=int, default=None,
+                    help="torch threads of the sequential loop (OMP_NUM_THREADS) [default: torch's, all cores]")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every variant, interleaved")
     ap.add_argument("--keep", type=Path, default=None, help="keep scans and results under this folder")
     args = ap.parse_args()
@@ -113,7 +118,7 @@ def main() -> None:
             for v in variants:
                 work = root / f"round{rnd}" / ("sequential" if v is None else f"batch-{v[0]}x{v[1]}")
                 load = os.getloadavg()[0]
-                line = (sequential(scans, work, fit_args, args.res) if v is None
+                line = (sequential(scans, work, fit_args, args.res, args.sequential_threads) if v is None
                         else batch(scan_dir, work, fit_args, args.res, *v))
                 if v is None:
                     base = line["seconds"]
