@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -372,6 +373,7 @@ class _RaySession:
         kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         try:
             if self.address:
+                self._check_reachable()
                 ray.init(address=self.address, **kwargs)
             else:
                 # "local": never attach to some other cluster found on this machine or in RAY_ADDRESS.
@@ -390,9 +392,25 @@ class _RaySession:
                         "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)")
             elif self.address:
                 hint = "; is it running (ray start --head) and reachable from here?"
-            raise Siren3dError(f"cannot start or reach {where}: {_one_line(e)}{hint}") from None
+            raise Siren3dError(f"cannot start or reach {where}: {_one_line(e).rstrip('.')}{hint}") from None
         self.owned = True
         return self
+
+    def _check_reachable(self, timeout: float = 5.0) -> None:
+        """Fail in seconds where nothing listens: Ray itself retries a dead address for many minutes."""
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            resolved = canonicalize_bootstrap_address(self.address)  # "auto": the cluster started here
+        except ImportError:  # a Ray without this helper: let ray.init find out
+            return
+        if not resolved or resolved.startswith("ray://") or ":" not in resolved:
+            return
+        host, port = resolved.rsplit(":", 1)
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except (OSError, ValueError):
+            raise ConnectionError(f"nothing answers at {resolved}") from None
 
     def _cleanup(self):
         if self.owned:

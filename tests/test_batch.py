@@ -110,6 +110,19 @@ def test_batch_help_does_not_import_ray():
     assert out.stdout.split() == ["0", "True", "False"], out.stderr
 
 
+def test_an_address_where_no_cluster_answers_is_one_line_and_exit_2_without_output(tmp_path):
+    write_scans(tmp_path / "scans", names=("ball",), count=200)
+    port = free_port()  # closed again: nothing listens there
+    t0 = time.monotonic()
+    r = subprocess.run(batch_cmd(str(tmp_path / "scans"), "--out", str(tmp_path / "results"), "--address",
+                                 f"127.0.0.1:{port}"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"error: cannot start or reach the Ray cluster at 127.0.0.1:{port}: ")
+    assert "nothing answers" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - t0 < 60  # not Ray's minutes of retries
+    assert not (tmp_path / "results").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Real Ray
 
