@@ -321,3 +321,39 @@ def test_missing_input_scan_is_a_note_not_an_error(offscreen, run_dir, tmp_path)
     # no mesh file in the run: the surface is extracted from the field
     assert view.surface is not None and view.surface_source.startswith("extracted")
     np.testing.assert_allclose(np.linalg.norm(view.surface[0] - CENTER, axis=1), RADIUS, atol=0.03 * SCALE)
+
+
+
+# ------------------------------------------------------------------------------------------ what the image says
+
+
+def test_slices_are_opaque_a_slice_hides_what_lies_behind_it(offscreen):
+    """Two z slices seen from above: the upper one hides the lower one and its contours (drawn
+    translucent, the lower slice and its lines showed through every slice in front of it)."""
+    from siren3d.viewer.scene import FieldViewer
+
+    front, back = CENTER[2] + 12.0, CENTER[2]
+    v = FieldViewer(sphere_model(), NORM, slices=[("z", front), ("z", back)], off_screen=True,
+                    window_size=(500, 500), interactive=True, view="z", slice_res=128, surface=None)
+    try:
+        v.toggle_slice("free", True)
+        v.move_free_slice((1.0, 2.0, 0.5), CENTER + (5.0, 0.0, 0.0))
+        for key in ("z", "z1", "free"):
+            assert not v.plotter.actors[f"slice-{key}"].HasTranslucentPolygonalGeometry(), key
+        # the free slice's samples outside the box are hidden points, not transparent colours
+        hidden = v.free.grid.point_data["vtkGhostType"] > 0
+        assert hidden.any() and np.array_equal(hidden, np.isnan(v.free.grid["distance"]))
+        v.toggle_slice("free", False)
+        img = v.image()
+        # every pixel of the upper slice has the colour of the upper slice's own value (a translucent
+        # slice mixes in the lower one's: 22 of 255 off on average, with old rendering)
+        from matplotlib import colormaps
+
+        cmap, rng, errors = colormaps["RdBu_r"], np.random.default_rng(0), []
+        for x, y in rng.uniform(-37.0, 37.0, size=(300, 2)):
+            value = math.hypot(x, y, front - CENTER[2]) - RADIUS
+            expected = np.array(cmap((value + v.dmax) / (2 * v.dmax))[:3]) * 255
+            errors.append(np.abs(img[v.world_to_pixel(CENTER + (x, y, front - CENTER[2]))] - expected).max())
+        assert np.median(errors) < 6 and np.percentile(errors, 80) < 12, np.percentile(errors, [50, 80])
+    finally:
+        v.close()

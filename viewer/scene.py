@@ -208,6 +208,8 @@ class FieldViewer:
         pts = sl.points.reshape(-1, 3)
         st.grid.points = pts
         st.grid.point_data["distance"] = sl.distance.ravel()
+        if free:  # samples outside the box (NaN) are hidden, and with them the cells they belong to
+            st.grid.hide_points(np.isnan(sl.distance.ravel()))
         if sl.eikonal is not None:
             st.grid.point_data["eikonal"] = sl.eikonal.ravel()
         elif "eikonal" in st.grid.point_data:  # belonged to the plane before this one
@@ -224,8 +226,11 @@ class FieldViewer:
         name = f"slice-{st.key}"
         if self.kind == "eikonal" and "eikonal" not in st.grid.point_data:
             self._evaluate(st)
+        # Opaque: no NaN opacity (a lookup table with any transparent colour makes VTK draw the whole
+        # slice as translucent, and then every slice and contour behind it shows through). The free
+        # slice's samples outside the box are hidden points instead (see _evaluate).
         p.add_mesh(st.grid, scalars=self.kind, cmap=self._cmap(), clim=self._clim(), show_scalar_bar=False,
-                   lighting=False, name=name, nan_opacity=0.0)
+                   lighting=False, name=name)
         p.actors[name].SetVisibility(st.visible)
         self._draw_contours(st)
 
