@@ -327,6 +327,116 @@ def test_missing_input_scan_is_a_note_not_an_error(offscreen, run_dir, tmp_path)
 # ------------------------------------------------------------------------------------------ what the image says
 
 
+def _colormap(name: str) -> np.ndarray:
+    """(256, 3) RGB 0-255 of a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    return colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
+
+
+def _bar_strip(v, img) -> np.ndarray:
+    """The pixels (K, 3) down the middle of the colour strip of the viewer's one colour bar."""
+    (bar,) = v.plotter.scalar_bars.values()
+    h, w = img.shape[:2]
+    x0, y0 = bar.GetPosition()
+    bw, bh = bar.GetPosition2()
+    col = int((x0 + 0.5 * bar.GetBarRatio() * bw) * w)
+    rows = [int((1 - (y0 + t * bh)) * h) for t in np.linspace(0.15, 0.75, 40)]
+    return img[rows, col].astype(float)
+
+
+def _cmap_distance(pixels, name: str) -> float:
+    """Mean distance (0-255 RGB) from each pixel to the nearest colour of a colormap."""
+    lut = _colormap(name)
+    return float(np.linalg.norm(pixels[:, None, :] - lut[None], axis=-1).min(1).mean())
+
+
+def _grey_line(px) -> np.ndarray:
+    """Pixels of the grey distance contours (#606060 drawn 1 pixel wide, anti-aliased)."""
+    px = px.astype(int)
+    spread = px.max(-1) - px.min(-1)
+    return (spread < 20) & (px.max(-1) > 60) & (px.max(-1) < 200)
+
+
+def _checkbox_on(v, img, key: str) -> bool:
+    """Whether the check box of ``key`` is drawn checked (its on colour #3070c0) in the image."""
+    keys = list(v._checkboxes)
+    y = 10 + 32 * (len(keys) - 1 - keys.index(key)) + 12
+    r, g, b = (int(c) for c in img[img.shape[0] - 1 - y, 22])
+    return b > r + 80
+
+
+def test_eikonal_view_names_its_own_quantity_and_draws_no_distance_contours(offscreen):
+    """Toggled like the 'g' key does, the Eikonal view shows abs(norm(grad f) - 1) with its own colour
+    bar (magma), titles and window name, and no distance contours; toggled back, the distance's return.
+    The field is an exact distance, so its Eikonal error is 0 everywhere: a black slice."""
+    from siren3d.viewer.scene import DISTANCE_CMAP, EIKONAL_CMAP, FieldViewer
+
+    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+                    interactive=True, view="z", slice_res=128, surface_res=32, title="siren3d view ball")
+    try:
+        v.toggle_help()  # the key list would cover a corner of the slice
+        dist = v.image()
+        v.set_eikonal(True)
+        eik = v.image()
+        on_slice = np.zeros(eik.shape[:2], dtype=bool)
+        (r0, c0), (r1, c1) = v.world_to_pixel(CENTER + (-38.0, 38.0, 0)), v.world_to_pixel(CENTER + (38.0, -38.0, 0))
+        on_slice[r0:r1, c0:c1] = True
+        px_per_unit = (c1 - c0) / 76.0
+        rows, cols = np.nonzero(on_slice)
+        radius = np.hypot(*(np.array([(rows - v.world_to_pixel(CENTER)[0]), (cols - v.world_to_pixel(CENTER)[1])])
+                            / px_per_unit))
+        off_zero = on_slice.copy()
+        off_zero[rows, cols] = np.abs(radius - RADIUS) > 4.0 / px_per_unit + 0.5  # away from the f = 0 line
+        # the distance view draws grey contour lines (every 5 scan units here) ...
+        assert _grey_line(dist[off_zero]).sum() > 200
+        # ... the Eikonal view none: off the f = 0 line the slice is black (error 0)
+        assert _grey_line(eik[off_zero]).sum() == 0
+        assert np.percentile(eik[off_zero].max(-1), 99.5) < 40
+        # the surface (f = 0) is still marked, in cyan, at the sphere's radius
+        for angle in np.linspace(0, 2 * np.pi, 6, endpoint=False):
+            d = np.array([math.cos(angle), math.sin(angle), 0.0])
+            radii = np.linspace(0.8 * RADIUS, 1.2 * RADIUS, 200)
+            px = np.array([eik[v.world_to_pixel(CENTER + r * d)] for r in radii]).astype(int)
+            cyan = radii[(px[:, 2] > 150) & (px[:, 1] > 150) & (px[:, 0] < 100)]
+            assert len(cyan) and np.all(np.abs(cyan - RADIUS) < 2.5 / px_per_unit)
+        # the colour bar drawn is the Eikonal one: its colours are the magma map's, not the distance's
+        assert _cmap_distance(_bar_strip(v, eik), EIKONAL_CMAP) < 10 < _cmap_distance(_bar_strip(v, eik), DISTANCE_CMAP)
+        assert _cmap_distance(_bar_strip(v, dist), DISTANCE_CMAP) < 10 < _cmap_distance(_bar_strip(v, dist), EIKONAL_CMAP)
+        # named as what it is: colour bar title, the scene's title line, the window's title
+        (bar_title,) = v.plotter.scalar_bars.keys()
+        assert bar_title.startswith("Eikonal error") and "distance" not in bar_title
+        assert v.plotter.actors["info"].GetText(3).startswith("Eikonal error abs(norm(grad f) - 1)")  # upper right
+        assert v.plotter.render_window.GetWindowName() == "siren3d view ball - Eikonal error"
+        assert _checkbox_on(v, eik, "eikonal") and not _checkbox_on(v, dist, "eikonal")
+        v.set_eikonal(False)
+        back = v.image()
+        assert list(v.plotter.scalar_bars.keys()) == ["signed distance\n(scan units)"]
+        assert v.plotter.actors["info"].GetText(3).startswith("signed distance (scan units)\n")
+        assert v.plotter.render_window.GetWindowName() == "siren3d view ball - signed distance"
+        assert _grey_line(back[off_zero]).sum() > 200 and not _checkbox_on(v, back, "eikonal")
+    finally:
+        v.close()
+
+
+def test_view_eikonal_screenshot_from_the_command_line(offscreen, run_dir, tmp_path):
+    from PIL import Image
+
+    from siren3d.viewer.scene import DISTANCE_CMAP, EIKONAL_CMAP
+
+    out = tmp_path / "eik.png"
+    r = CliRunner().invoke(main, ["view", "--run", str(run_dir), "--screenshot", str(out), "--eikonal", "--view", "z",
+                                  "--slice", f"z={CENTER[2]}", "--no-surface", "--no-points", "--size", "400x400",
+                                  "--res", "96"])
+    assert r.exit_code == 0, r.output
+    img = np.asarray(Image.open(out).convert("RGB")).astype(float)
+    # the bar: x 0.84-0.9 of the width (its strip in the left 3/8), y 0.3-0.8 of the height from the bottom
+    strip = img[int(0.3 * 400):int(0.6 * 400), int(0.848 * 400)]
+    assert _cmap_distance(strip, EIKONAL_CMAP) < 10 < _cmap_distance(strip, DISTANCE_CMAP)
+    centre = img[170:230, 170:230]  # inside the sphere, on the slice: error 0, black, no contour line
+    assert centre.max() < 40
+
+
 def test_slices_are_opaque_a_slice_hides_what_lies_behind_it(offscreen):
     """Two z slices seen from above: the upper one hides the lower one and its contours (drawn
     translucent, the lower slice and its lines showed through every slice in front of it)."""

@@ -22,6 +22,14 @@ from .slices import DEFAULT_CHUNK, FieldEvaluator, _as_callable, axis_slice, box
 DISTANCE_CMAP = "RdBu_r"
 EIKONAL_CMAP = "magma"
 EIKONAL_CLIM = (0.0, 0.5)
+#: What the slices show, named where the user reads it: (scene title, colour bar title, window title).
+#: The Eikonal error is a different quantity from the distance (unitless, >= 0), so it gets its own
+#: names everywhere, never the distance's.
+TITLES = {
+    "distance": ("signed distance (scan units)", "signed distance\n(scan units)", "signed distance"),
+    "eikonal": ("Eikonal error abs(norm(grad f) - 1): 0 where f is a distance", "Eikonal error\n(unitless)",
+                "Eikonal error"),
+}
 SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 KEYS = (
@@ -121,6 +129,7 @@ class FieldViewer:
         s = self.scale
         self.bounds = tuple(float(v) for c in self.center for v in (c - s, c + s))
         self.kind = "eikonal" if eikonal else "distance"
+        self.title = title
         self.contours_on = True
         self.level = float(level)
         self.surface_res = int(surface_res)
@@ -175,12 +184,10 @@ class FieldViewer:
 
         for st in self.slices.values():
             self._draw_slice(st)
-        self._draw_scalar_bar()
         self.plotter.show_bounds(bounds=self.bounds, grid=False, location="outer", ticks="outside",
                                  xtitle="x", ytitle="y", ztitle="z", font_size=9, color="#555555")
-        self.plotter.add_text(f"{source}\nbox {2 * s:.4g} scan units per side" if source
-                              else f"box {2 * s:.4g} scan units per side",
-                              position="upper_right", font_size=8, color="#333333", name="info")
+        self._info = [line for line in (source, f"box {2 * s:.4g} scan units per side") if line]
+        self._draw_titles()
         if interactive:
             self._add_interaction()
         self.set_view(view)
@@ -245,10 +252,12 @@ class FieldViewer:
         if np.isnan(d).all():
             return
         lo, hi = float(np.nanmin(d)), float(np.nanmax(d))
-        levels = [k * step for k in range(int(lo / step) - 1, int(hi / step) + 2) if k != 0]
         self._add_lines(g.contour([0.0], scalars="distance") if lo < 0 < hi else None,
                         f"contour-zero-{st.key}", "black" if self.kind == "distance" else "#00d8ff", 3)
-        inside = [v for v in levels if lo < v < hi]
+        # distance contours only over a distance map: over the Eikonal error they would read as
+        # lines of that error (the surface f = 0 and the iso level's line stay: they are places)
+        levels = [k * step for k in range(int(lo / step) - 1, int(hi / step) + 2) if k != 0]
+        inside = [v for v in levels if lo < v < hi] if self.kind == "distance" else []
         self._add_lines(g.contour(inside, scalars="distance") if inside else None,
                         f"contour-lines-{st.key}", "#606060", 1)
         if self.level != 0 and lo < self.level < hi:
@@ -260,16 +269,22 @@ class FieldViewer:
         self.plotter.add_mesh(lines, color=color, line_width=width, lighting=False, name=name,
                               render_lines_as_tubes=False)
 
-    def _draw_scalar_bar(self) -> None:
+    def _draw_titles(self) -> None:
+        """Name what the slices show, in the scene, on the colour bar and in the window's title."""
         p = self.plotter
+        scene_title, bar_title, window_title = TITLES[self.kind]
+        # first line of the corner text: clear of the key list (upper left) and above the colour bar
+        p.add_text("\n".join([scene_title, *self._info]), position="upper_right", font_size=8, color="#333333",
+                   name="info")
+        p.title = f"{self.title} - {window_title}"
+        if p.render_window is not None:
+            p.render_window.SetWindowName(p.title)
         for title in list(p.scalar_bars.keys()):
             p.remove_scalar_bar(title, render=False)
-        title = ("signed distance\n(scan units)" if self.kind == "distance"
-                 else "Eikonal error\nabs(norm(grad f) - 1)")
         actor = next((p.actors[f"slice-{k}"] for k in list(self.slices) + ["free"] if f"slice-{k}" in p.actors), None)
         if actor is None:
             return
-        p.add_scalar_bar(title=title, mapper=actor.mapper, vertical=True, position_x=0.84, position_y=0.3,
+        p.add_scalar_bar(title=bar_title, mapper=actor.mapper, vertical=True, position_x=0.84, position_y=0.3,
                          width=0.06, height=0.5, color="black", title_font_size=12, label_font_size=11,
                          n_labels=5, fmt="%.3g")
 
@@ -342,7 +357,7 @@ class FieldViewer:
         self.kind = "eikonal" if on else "distance"
         for st in self._all_slices():
             self._draw_slice(st)
-        self._draw_scalar_bar()
+        self._draw_titles()
         self._sync_checkbox("eikonal", on)
 
     def set_level(self, level: float) -> None:
@@ -446,14 +461,21 @@ class FieldViewer:
         self.plotter.show()
 
     def image(self) -> np.ndarray:
-        """The rendered scene as an (H, W, 3) uint8 array."""
+        """The scene as it is now, rendered: an (H, W, 3) uint8 array."""
+        self._render()
         return self.plotter.screenshot(return_img=True)
+
+    def _render(self) -> None:
+        # pyvista's screenshot() renders only the first time; later it returns the last frame drawn,
+        # which misses every change made since without a render (a check box, a colour bar, a title)
+        self.plotter.render()
 
     def screenshot(self, path) -> None:
         """Render and write an image file atomically (PNG, JPEG, BMP, TIFF by suffix)."""
         from siren3d.files import atomic_output
 
         path = check_image_path(path)
+        self._render()
         try:
             with atomic_output(path) as tmp:
                 self.plotter.screenshot(str(tmp))
