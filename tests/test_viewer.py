@@ -323,7 +323,6 @@ def test_missing_input_scan_is_a_note_not_an_error(offscreen, run_dir, tmp_path)
     np.testing.assert_allclose(np.linalg.norm(view.surface[0] - CENTER, axis=1), RADIUS, atol=0.03 * SCALE)
 
 
-
 # ------------------------------------------------------------------------------------------ what the image says
 
 
@@ -465,5 +464,36 @@ def test_slices_are_opaque_a_slice_hides_what_lies_behind_it(offscreen):
             expected = np.array(cmap((value + v.dmax) / (2 * v.dmax))[:3]) * 255
             errors.append(np.abs(img[v.world_to_pixel(CENTER + (x, y, front - CENTER[2]))] - expected).max())
         assert np.median(errors) < 6 and np.percentile(errors, 80) < 12, np.percentile(errors, [50, 80])
+    finally:
+        v.close()
+
+
+def test_iso_level_is_in_scan_units_and_works_inside(offscreen):
+    """The slider's level is a distance in scan units, as `siren3d mesh --level`: +6 is the sphere of
+    radius 26, -6 the sphere of radius 14 inside; its contour is drawn green on the slice."""
+    from siren3d.viewer.scene import FieldViewer
+
+    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+                    interactive=True, view="z", slice_res=128, surface_res=48)
+    try:
+        assert "scan units" in v._slider.GetRepresentation().GetTitleText()
+        lo, hi = v._slider.GetRepresentation().GetMinimumValue(), v._slider.GetRepresentation().GetMaximumValue()
+        assert lo < -6.0 and hi > 6.0
+        cell = 2 * SCALE / 47
+        px_per_unit = abs(v.world_to_pixel(CENTER + (10.0, 0, 0))[1] - v.world_to_pixel(CENTER)[1]) / 10.0
+        for level in (6.0, -6.0):
+            v.set_level(level)
+            assert v._slider.GetRepresentation().GetValue() == level
+            r = np.linalg.norm(v._surface_poly.points - CENTER, axis=1)
+            assert np.abs(r - (RADIUS + level)).max() < 0.5 * cell
+            img = v.image()
+            for angle in np.linspace(0, 2 * np.pi, 6, endpoint=False):
+                d = np.array([math.cos(angle), math.sin(angle), 0.0])
+                radii = np.linspace(0.3 * RADIUS, 1.6 * RADIUS, 400)
+                px = np.array([img[v.world_to_pixel(CENTER + rr * d)] for rr in radii]).astype(int)
+                green = radii[(px[:, 1] > px[:, 0] + 60) & (px[:, 1] > px[:, 2] + 60)]
+                assert len(green) and np.all(np.abs(green - (RADIUS + level)) < 2.5 / px_per_unit), (level, angle)
+        v.set_level(-1.5 * RADIUS)  # deeper than the deepest point: nothing to show, no error
+        assert "surface" not in v.plotter.actors
     finally:
         v.close()

@@ -7,6 +7,7 @@ exactly what the window shows, minus the widgets.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 from siren3d.errors import Siren3dError
 from siren3d.normalization import Normalization
 
-from .slices import DEFAULT_CHUNK, FieldEvaluator, _as_callable, axis_slice, box_section, evaluate_slice
+from .slices import DEFAULT_CHUNK, FieldEvaluator, axis_slice, box_section, evaluate_slice
 
 #: Diverging colormap for signed distance: negative (inside) blue, positive (outside) red, white at 0.
 DISTANCE_CMAP = "RdBu_r"
@@ -122,10 +123,11 @@ class FieldViewer:
 
         self.pv = pv
         self.field = FieldEvaluator(field, chunk=DEFAULT_CHUNK) if _is_siren(field) else field
-        self._values, _ = _as_callable(self.field)
         self.normalization = normalization
-        self.center = np.asarray(normalization.center if normalization else (0.0, 0.0, 0.0), dtype=np.float64)
-        self.scale = float(normalization.scale if normalization else 1.0)
+        # the scan frame <-> unit box, the identity when there is no normalization
+        self.frame = normalization if normalization is not None else Normalization((0.0, 0.0, 0.0), 1.0)
+        self.center = np.asarray(self.frame.center, dtype=np.float64)
+        self.scale = float(self.frame.scale)
         s = self.scale
         self.bounds = tuple(float(v) for c in self.center for v in (c - s, c + s))
         self.kind = "eikonal" if eikonal else "distance"
@@ -133,7 +135,6 @@ class FieldViewer:
         self.contours_on = True
         self.level = float(level)
         self.surface_res = int(surface_res)
-        self._volume = None
         self.interactive = interactive
         self.source = source
 
@@ -304,18 +305,20 @@ class FieldViewer:
         p.actors["surface"].SetVisibility(self.surface_visible)
 
     def _offset_surface(self, level: float):
-        """The ``level`` set (scan units) from a cached coarse grid of the field, or None."""
-        from siren3d.field import Grid, grid_values
-        from siren3d.meshing import marching_cubes
+        """The ``level`` set (scan units) as ``siren3d mesh --level`` makes it (at ``surface_res``, every
+        piece kept: stray blobs of a field that is not a distance are worth seeing here), or None."""
+        from siren3d.meshing import extract_mesh
 
-        grid = Grid.cube(self.surface_res)
-        if self._volume is None:
-            self._volume = grid_values(self._values, grid)
-        unit_level = level / self.scale
-        if not (self._volume.min() < unit_level < self._volume.max()):
+        meshing_log = logging.getLogger("siren3d.meshing")
+        quiet, meshing_log.disabled = meshing_log.disabled, True  # an offset reaching the box is no news here
+        try:
+            mesh = extract_mesh(self.field, self.frame, res=self.surface_res, level=level, normals=False,
+                                min_component=0.0, keep_inner=True)
+        except Siren3dError:  # the field does not reach this level in the box
             return None
-        v, f = marching_cubes(self._volume, unit_level)
-        return grid.points(v) * self.scale + self.center, f
+        finally:
+            meshing_log.disabled = quiet
+        return mesh.vertices, mesh.faces
 
     # ------------------------------------------------------------------ state changes (keys, widgets)
 
