@@ -400,8 +400,9 @@ def test_eikonal_view_names_its_own_quantity_and_draws_no_distance_contours(offs
             cyan = radii[(px[:, 2] > 150) & (px[:, 1] > 150) & (px[:, 0] < 100)]
             assert len(cyan) and np.all(np.abs(cyan - RADIUS) < 2.5 / px_per_unit)
         # the colour bar drawn is the Eikonal one: its colours are the magma map's, not the distance's
-        assert _cmap_distance(_bar_strip(v, eik), EIKONAL_CMAP) < 10 < _cmap_distance(_bar_strip(v, eik), DISTANCE_CMAP)
-        assert _cmap_distance(_bar_strip(v, dist), DISTANCE_CMAP) < 10 < _cmap_distance(_bar_strip(v, dist), EIKONAL_CMAP)
+        eik_bar, dist_bar = _bar_strip(v, eik), _bar_strip(v, dist)
+        assert _cmap_distance(eik_bar, EIKONAL_CMAP) < 10 < _cmap_distance(eik_bar, DISTANCE_CMAP)
+        assert _cmap_distance(dist_bar, DISTANCE_CMAP) < 10 < _cmap_distance(dist_bar, EIKONAL_CMAP)
         # named as what it is: colour bar title, the scene's title line, the window's title
         (bar_title,) = v.plotter.scalar_bars.keys()
         assert bar_title.startswith("Eikonal error") and "distance" not in bar_title
@@ -495,5 +496,121 @@ def test_iso_level_is_in_scan_units_and_works_inside(offscreen):
                 assert len(green) and np.all(np.abs(green - (RADIUS + level)) < 2.5 / px_per_unit), (level, angle)
         v.set_level(-1.5 * RADIUS)  # deeper than the deepest point: nothing to show, no error
         assert "surface" not in v.plotter.actors
+    finally:
+        v.close()
+
+
+# ------------------------------------------------------------------------------------------ a default fit (issue 12)
+
+TORUS_SCALE, TORUS_OFFSET = 25.0, np.array([3.0, -4.0, 10.0])  # torus(0.5, 0.18) in scan units
+#: Kinks of the exact distance (the tube's core circle, the hole's axis) are rounded by any smooth
+#: field: rays stop this far (fraction of the box side) before one.
+KINK_CLEARANCE = 0.025
+
+
+def torus_distance(points):
+    """The exact signed distance of the fitted torus, scan units."""
+    return TORUS_SCALE * torus(0.5, 0.18)((np.asarray(points, dtype=np.float64) - TORUS_OFFSET) / TORUS_SCALE)
+
+
+@pytest.fixture(scope="module")
+def default_torus_fit(tmp_path_factory):
+    """A torus scan (20,000 points with normals) fitted with FitConfig() as it is: the defaults' losses,
+    weights, sampling and steps (1,200: about 30 s on 2 idle cores). Fewer steps would test a field
+    no user gets: at 300 steps the far field is visibly unfinished."""
+    from siren3d.io import Scan
+    from siren3d.synthetic import sample_surface
+    from siren3d.training import FitConfig, fit
+
+    pts, nrm = sample_surface(torus(0.5, 0.18), 20_000, seed=0)
+    scan = Scan(points=pts * TORUS_SCALE + TORUS_OFFSET, normals=nrm, path="torus.ply")
+    result = fit(scan, FitConfig(), tmp_path_factory.mktemp("torus-default"), progress=False)
+    return result.model, result.normalization
+
+
+def distance_rays(values, exact, clear, step, min_slope=0.5):
+    """Rays along the grid lines of a slice, leaving the exact surface outward and inward.
+
+    values, exact: (nv, nu) what the viewer shows and the exact signed distance; clear: (nv, nu) bool,
+    samples away from kinks of the exact distance; step: sample spacing. From each crossing of the
+    exact surface a ray runs along its grid line for as long as the exact distance keeps changing at
+    a slope of at least ``min_slope`` (not grazing) on clear samples. Yields (values along the ray,
+    oriented so that the exact distance grows: outward rays as they are, inward ones reversed in
+    sign), outward, and whether the ray reaches the edge of the slice.
+    """
+    for v2, e2, c2 in ((values, exact, clear), (values.T, exact.T, clear.T)):
+        for v1, e1, c1 in zip(v2, e2, c2):
+            for v, e, c in ((v1, e1, c1), (v1[::-1], e1[::-1], c1[::-1])):
+                for i in np.nonzero(np.sign(e[:-1]) != np.sign(e[1:]))[0]:
+                    sign = 1.0 if e[i + 1] > 0 else -1.0
+                    j = i + 1
+                    while j + 1 < len(e) and c[j + 1] and sign * (e[j + 1] - e[j]) >= min_slope * step:
+                        j += 1
+                    if j - i >= 4:
+                        yield sign * v[i:j + 1], sign > 0, j == len(e) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 12: the default fit is a distance only near the surface (far from it the sliced "
+                          "value stops growing); remove this mark once training gives a distance in the whole box")
+def test_slices_of_a_default_fit_grow_along_rays_leaving_the_surface(offscreen, default_torus_fit):
+    """Issue 12: slices of a default fit show monotone distance contours away from the surface. On the
+    viewer's own three slices: along every ray leaving the surface outward the sliced value grows up to
+    the edge of the box (or to where the exact distance stops growing), and along every ray going
+    inward it falls to the interior; the rendered slice shows the same in its colours."""
+    from siren3d.synthetic import gradient
+    from siren3d.viewer.scene import DISTANCE_CMAP, FieldViewer
+
+    model, norm = default_torus_fit
+    v = FieldViewer(model, norm, off_screen=True, window_size=(800, 600), interactive=False, view="x",
+                    slice_res=129, surface=None, points=None)
+    try:
+        counts = {"outward": 0, "to the edge": 0, "inward": 0}
+        for key, st in v.slices.items():
+            nu, nv = st.res, st.res
+            pts = st.grid.points
+            shown = st.grid["distance"].reshape(nv, nu)
+            exact = torus_distance(pts).reshape(nv, nu)
+            step = 2 * norm.scale / (st.res - 1)
+            # central differences a clearance apart: |grad| < 1 within that distance of a kink
+            g = gradient(torus_distance, pts, eps=KINK_CLEARANCE * 2 * norm.scale)
+            clear = (np.linalg.norm(g, axis=1) > 0.95).reshape(nv, nu)
+            for ray, outward, edge in distance_rays(shown, exact, clear, step):
+                grows = np.diff(ray)
+                assert grows.min() > 0, (key, "outward" if outward else "inward", np.round(ray, 2))
+                counts["outward" if outward else "inward"] += 1
+                counts["to the edge"] += outward and edge
+        assert counts["outward"] > 300 and counts["to the edge"] > 200 and counts["inward"] > 200, counts
+
+        # the contour lines drawn lie on the exact distance's level sets (a loop in empty space does not):
+        # within 1 % of the scan's diagonal, the issue's far-field target, at 95 % of their points
+        diag = TORUS_SCALE * math.sqrt(2 * 1.36 ** 2 + 0.36 ** 2)
+        for key in v.slices:
+            lines = v.plotter.actors[f"contour-lines-{key}"].mapper.dataset
+            off = np.abs(torus_distance(lines.points) - lines["distance"])
+            for level in np.unique(lines["distance"]):
+                at = off[lines["distance"] == level]
+                assert np.percentile(at, 95) < 0.01 * diag, (key, level, np.percentile(at, [50, 95]))
+        v.toggle_contours(False)  # colours only, for the image check below
+
+        # the image of the x slice, seen along x: it cuts the tube in two discs (radius 4.5 around
+        # y = +-12.5, z = 0). Along rays from a disc away from the other one, the colour drawn is the
+        # colormap's at a growing value (read back through the colormap), up to the box's edge.
+        img = v.image()
+        from matplotlib import colormaps
+
+        lut = colormaps[DISTANCE_CMAP](np.linspace(0, 1, 256))[:, :3] * 255
+        for side in (1.0, -1.0):
+            disc = np.array(norm.center) + (0.0, side * 12.5, 0.0)
+            for angle in np.radians([-90, -60, -30, 30, 60, 90]):
+                d = np.array([0.0, side * math.cos(angle), math.sin(angle)])
+                to_edge = (norm.scale - np.abs(disc - norm.center) * np.abs(np.sign(d)))
+                reach = 0.96 * min(to_edge[k] / abs(d[k]) for k in (1, 2) if d[k] != 0)
+                radii = np.linspace(5.0, reach, 50)  # short of the box's outline
+                px = np.array([img[v.world_to_pixel(disc + r * d)] for r in radii]).astype(float)
+                index = np.linalg.norm(px[:, None, :] - lut[None], axis=-1).argmin(1)  # position in the colormap
+                assert np.all(np.diff(index) >= -2), (side, np.degrees(angle), index)  # -2: a pixel's rounding
+                assert index[-1] > index[0] + 40, (side, np.degrees(angle), index)
     finally:
         v.close()
