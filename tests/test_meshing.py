@@ -22,6 +22,8 @@ from siren3d.model import ModelConfig, Siren
 from siren3d.normalization import Normalization
 from siren3d.training import FitConfig, fit
 
+from conftest import exact_sphere_siren
+
 UNIT = Normalization((0.0, 0.0, 0.0), 1.0)
 
 
@@ -216,17 +218,9 @@ def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
 
 # ------------------------------------------------------------------------------------------ offset surfaces
 
-#: A scan frame that is not the unit box: meshes must come back in it, levels must be read in it.
+#: A scan frame that is not the unit box: meshes must come back in it, levels must be read in it
+#: (exact_sphere_siren is the sphere of radius 20 there).
 FRAME = Normalization((100.0, -50.0, 7.0), 40.0)
-
-
-def _exact_sphere() -> Siren:
-    """f = |x| - 0.5 exactly: the sphere prior with the learned part zeroed (radius 20 in FRAME)."""
-    model = Siren(ModelConfig(width=16, hidden_layers=1, init="sphere", sphere_radius=0.5))
-    with torch.no_grad():
-        model.out.weight.zero_()
-        model.out.bias.zero_()
-    return model
 
 
 @pytest.mark.parametrize("level", [6.0, -6.0, 0.0])
@@ -235,7 +229,7 @@ def test_level_is_an_offset_surface_in_scan_units(level):
     (L = 6 scan units is 0.15 of the unit box here: a level read in unit-box units would be far off)."""
     res = 64
     cell = 2 * FRAME.scale / (res - 1)  # scan units
-    mesh = extract_mesh(_exact_sphere(), FRAME, res=res, level=level)
+    mesh = extract_mesh(exact_sphere_siren(), FRAME, res=res, level=level)
     r = np.linalg.norm(mesh.vertices - np.array(FRAME.center), axis=1)
     assert np.abs(r - (20.0 + level)).max() < 0.1 * cell  # linear interpolation of |x| - r: well within a cell
     assert mesh.stats.components == 1 and mesh.stats.watertight
@@ -264,7 +258,7 @@ def test_level_on_an_analytic_torus(level):
 @pytest.mark.parametrize("level", ["6", "-6"])
 def test_cli_mesh_level_is_an_offset_in_scan_units(tmp_path, level):
     path = tmp_path / "model.pt"
-    save_checkpoint(path, _exact_sphere(), FRAME, {"fit": FitConfig().to_dict(), "step": 0})
+    save_checkpoint(path, exact_sphere_siren(), FRAME, {"fit": FitConfig().to_dict(), "step": 0})
     out = tmp_path / "offset.ply"
     r = CliRunner().invoke(main, ["mesh", str(path), "--level", level, "--res", "64", "-o", str(out)])
     assert r.exit_code == 0, r.output

@@ -25,18 +25,12 @@ from siren3d.normalization import Normalization
 from siren3d.synthetic import torus
 from siren3d.viewer.slices import FieldEvaluator, box_section, evaluate_slice, plane_basis
 
+from conftest import exact_sphere_siren
+
 CENTER = np.array([100.0, -50.0, 7.0])
 SCALE = 40.0          # unit box -> scan units
 RADIUS = 0.5 * SCALE  # the sphere's radius in scan units
 NORM = Normalization(tuple(CENTER), SCALE)
-
-
-def sphere_model(width: int = 16) -> Siren:
-    model = Siren(ModelConfig(width=width, hidden_layers=1, init="sphere", sphere_radius=0.5))
-    with torch.no_grad():
-        model.out.weight.zero_()
-        model.out.bias.zero_()
-    return model.eval()
 
 
 def exact(points):
@@ -58,7 +52,7 @@ def run_dir(tmp_path, sphere_points):
     save_points_ply(scan, pts * SCALE + CENTER, nrm)
     run = tmp_path / "runs" / "ball"
     meta = {"step": 0, "input": {"path": str(scan), "points": len(pts)}}
-    save_checkpoint(run / "model.pt", sphere_model(), NORM, meta)
+    save_checkpoint(run / "model.pt", exact_sphere_siren(), NORM, meta)
     (run / "fit.json").write_text(json.dumps(meta))
     return run
 
@@ -78,7 +72,7 @@ def test_plane_basis_is_orthonormal_and_right_handed():
 
 
 def test_evaluate_slice_of_the_network_is_the_exact_distance_in_scan_units():
-    model = sphere_model()
+    model = exact_sphere_siren()
     origin, normal = CENTER + (3.0, -2.0, 5.0), np.array([0.2, 0.3, 1.0])
     sl = evaluate_slice(model, NORM, origin, normal, (60.0, 30.0), (33, 17), eikonal=True)
     assert sl.points.shape == (17, 33, 3) and sl.distance.shape == (17, 33) and sl.res == (33, 17)
@@ -113,7 +107,7 @@ def test_box_section_and_clipping_spend_the_samples_on_the_box():
     assert box_section(CENTER + (0, 0, 2 * SCALE), (0, 0, 1), lo, hi) is None  # misses the box
     normal = np.array([1.0, 2.0, 0.5])
     centre, size = box_section(CENTER + (5.0, 0, 0), normal, lo, hi)
-    sl = evaluate_slice(sphere_model(), NORM, centre, normal, size, 64, clip_to_box=True, eikonal=True)
+    sl = evaluate_slice(exact_sphere_siren(), NORM, centre, normal, size, 64, clip_to_box=True, eikonal=True)
     inside = (np.abs(sl.points - CENTER) <= SCALE * (1 + 1e-6)).all(axis=-1)
     assert np.isnan(sl.distance[~inside]).all() and np.isnan(sl.eikonal[~inside]).all()
     np.testing.assert_allclose(sl.distance[inside], exact(sl.points[inside]), atol=1e-4 * SCALE)
@@ -131,9 +125,9 @@ def test_fast_evaluator_matches_the_model():
 
 def test_evaluate_slice_rejects_bad_planes():
     with pytest.raises(ValueError, match="normal"):
-        evaluate_slice(sphere_model(), NORM, CENTER, (0, 0, 0), 10.0, 8)
+        evaluate_slice(exact_sphere_siren(), NORM, CENTER, (0, 0, 0), 10.0, 8)
     with pytest.raises(ValueError, match="resolution"):
-        evaluate_slice(sphere_model(), NORM, CENTER, (0, 0, 1), 10.0, 1)
+        evaluate_slice(exact_sphere_siren(), NORM, CENTER, (0, 0, 1), 10.0, 1)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -152,7 +146,7 @@ def _is_red(px):
 def test_zero_contour_is_drawn_where_the_sphere_surface_is(offscreen):
     from siren3d.viewer.scene import FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
                     interactive=False, view="z", slice_res=256)
     try:
         img = v.image()
@@ -177,7 +171,7 @@ def test_zero_contour_is_drawn_where_the_sphere_surface_is(offscreen):
 def test_interactive_scene_toggles_and_updates_offscreen(offscreen):
     from siren3d.viewer.scene import FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, off_screen=True, window_size=(400, 300), interactive=True,
+    v = FieldViewer(exact_sphere_siren(), NORM, off_screen=True, window_size=(400, 300), interactive=True,
                     slice_res=64, free_res=64, surface_res=48)
     try:
         assert {"slice-x", "slice-y", "slice-z", "help"} <= set(v.plotter.actors)
@@ -221,7 +215,7 @@ def test_keys_toggle_what_the_help_says(offscreen):
     """Key presses through the real interactor (a window-mode plotter; EGL/OSMesa need no display)."""
     from siren3d.viewer.scene import KEYS, FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, off_screen=False, window_size=(300, 200), interactive=True,
+    v = FieldViewer(exact_sphere_siren(), NORM, off_screen=False, window_size=(300, 200), interactive=True,
                     slice_res=32, free_res=32, surface_res=24, surface=None, points=np.zeros((0, 3)))
     try:
         iren = v.plotter.iren.interactor
@@ -371,7 +365,7 @@ def test_eikonal_view_names_its_own_quantity_and_draws_no_distance_contours(offs
     The field is an exact distance, so its Eikonal error is 0 everywhere: a black slice."""
     from siren3d.viewer.scene import DISTANCE_CMAP, EIKONAL_CMAP, FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
                     interactive=True, view="z", slice_res=128, surface_res=32, title="siren3d view ball")
     try:
         v.toggle_help()  # the key list would cover a corner of the slice
@@ -443,7 +437,7 @@ def test_slices_are_opaque_a_slice_hides_what_lies_behind_it(offscreen):
     from siren3d.viewer.scene import FieldViewer
 
     front, back = CENTER[2] + 12.0, CENTER[2]
-    v = FieldViewer(sphere_model(), NORM, slices=[("z", front), ("z", back)], off_screen=True,
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", front), ("z", back)], off_screen=True,
                     window_size=(500, 500), interactive=True, view="z", slice_res=128, surface=None)
     try:
         v.toggle_slice("free", True)
@@ -474,7 +468,7 @@ def test_iso_level_is_in_scan_units_and_works_inside(offscreen):
     radius 26, -6 the sphere of radius 14 inside; its contour is drawn green on the slice."""
     from siren3d.viewer.scene import FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
                     interactive=True, view="z", slice_res=128, surface_res=48)
     try:
         assert "scan units" in v._slider.GetRepresentation().GetTitleText()
