@@ -46,6 +46,10 @@ class Normalization:
         """Signed distances in unit-box units -> scan units."""
         return d * self.scale
 
+    def distance_to_unit(self, d):
+        """Signed distances (an iso level, an offset) in scan units -> unit-box units."""
+        return d / self.scale
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from siren3d.io import save_points_ply
+from siren3d.model import ModelConfig, Siren
 from siren3d.synthetic import sample_surface, sphere, torus
 
 # Two cores on CI: keep intra-op threads at the machine's count, and tests deterministic.
@@ -27,6 +28,16 @@ def write_ply_ascii(path, points, normals=None, faces=None):
         lines += ["3 " + " ".join(str(int(i)) for i in f) for f in faces]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def exact_sphere_siren(width: int = 16) -> Siren:
+    """A real SIREN whose f is exactly |x| - 0.5 (unit box) everywhere: the sphere prior
+    (f = SIREN(x) + |x| - r) with the output layer zeroed. Every value and offset can be checked."""
+    model = Siren(ModelConfig(width=width, hidden_layers=1, init="sphere", sphere_radius=0.5))
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.zero_()
+    return model.eval()
 
 
 @pytest.fixture(scope="session")
