@@ -134,12 +134,14 @@ def _deferred_interrupts():
 
 
 def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
-    """``grad='auto'`` made concrete for this device (see FitConfig.grad)."""
+    """``grad='auto'`` made concrete for this device: the faster method here, timed once per machine
+    and network size and then cached (:mod:`siren3d.autotune`); ``grad_auto`` records the decision."""
     if config.grad != "auto":
         return config
-    from .kernels import cpu_has_fast_bf16
+    from . import autotune
 
-    return replace(config, grad="fused-bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fused")
+    method, record = autotune.resolve(config, device)
+    return replace(config, grad=method, grad_auto=record)
 
 
 def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, dict]:
