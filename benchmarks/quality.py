@@ -31,9 +31,14 @@ would be roughly); ``sparse`` 5,000 points.
 
     python benchmarks/quality.py [--scans bunny lucy gargoyle_scan cad thin PATH] [--regimes clean noisy sparse]
         [--steps N] [--fit-args "--init sphere --lr 2e-4"] [--res 512] [--depth 9] [--samples 200000]
-        [--seed 0] [--keep DIR] [--quick] [--no-poisson]
+        [--seed 0] [--keep DIR] [--quick] [--no-poisson] [--render [DIR]]
 
 ``--no-poisson`` scores siren3d alone (for a machine without Open3D, such as a GPU box): no ratios.
+
+``--render [DIR]`` also draws each case (PyVista offscreen, benchmarks/side_by_side.py): reference,
+siren3d and Poisson side by side with one camera (``SCAN-REGIME.png``, 3 panels of 400x400), and the
+same three close up where siren3d is farthest from the reference (``SCAN-REGIME-closeup.png``); the
+JSON line names the files.
 
 ``--quick`` shrinks everything (2,000/2,000/500 points, 60 steps of a small network, res 64, depth 6,
 20,000 score samples) to smoke-test the script in a few minutes; its numbers mean nothing.
@@ -65,6 +70,8 @@ REGIMES = {  # name: (input points, noise as a fraction of the reference diagona
 }
 QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500}
 QUICK_FIT = ["--steps", "60", "--batch", "1024", "--width", "32", "--hidden-layers", "2", "--init", "sphere"]
+#: Where --render writes its PNGs when given no folder (runs/ is ignored by git).
+RENDER_DIR = Path("runs") / "quality-renders"
 #: Keys of score_mesh() that describe the reference, not the method: reported once per case.
 REFERENCE_KEYS = ("reference_kind", "reference_diagonal", "samples_reference")
 
@@ -161,6 +168,25 @@ def score(mesh_path: Path | None, reference, samples: int, seed: int) -> dict:
     return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in scores.items()}
 
 
+def render(reference, label: str, regime: str, siren_mesh: Path | None, siren_scores: dict,
+           poisson_mesh: Path | None, poisson_scores: dict, folder: Path, size: int, seed: int) -> dict:
+    """The case's side-by-side renders (benchmarks/side_by_side.py); {"png": [paths], "closeup": why}
+    or {"error": ...}: a render that fails never loses the case's scores."""
+    from side_by_side import render_case
+
+    def tag(name: str, scores: dict) -> str:
+        return f"{name}  CD {scores['chamfer_l1_rel']:.5f}  NC {scores['normal_consistency']:.3f}" if scores else name
+
+    meshes = {tag("siren3d", siren_scores): siren_mesh}
+    if poisson_mesh is not None or poisson_scores:
+        meshes[tag("Poisson", poisson_scores)] = poisson_mesh
+    try:
+        paths, why = render_case(reference, meshes, folder / f"{label}-{regime}.png", label, size=size, seed=seed)
+    except Exception as e:  # noqa: BLE001 - e.g. no OpenGL here: say so in the JSON line
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return {"png": [str(p) for p in paths], "closeup": why}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scans", nargs="+", default=None,
@@ -177,6 +203,10 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="keep inputs and meshes under this folder")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to smoke-test the script")
     ap.add_argument("--no-poisson", action="store_true", help="score siren3d alone (no Open3D needed)")
+    ap.add_argument("--render", type=Path, nargs="?", const=RENDER_DIR, default=None, metavar="DIR",
+                    help=f"render reference / siren3d / Poisson side by side into DIR [default: {RENDER_DIR}]: "
+                         "SCAN-REGIME.png and SCAN-REGIME-closeup.png")
+    ap.add_argument("--render-size", type=int, default=400, help="pixels per panel side of the renders")
     args = ap.parse_args()
 
     fit_args = (QUICK_FIT if args.quick else []) + shlex.split(args.fit_args)
@@ -218,6 +248,9 @@ def main() -> None:
                     line["chamfer_ratio"] = round(siren_scores["chamfer_l1"] / poisson_scores["chamfer_l1"], 4)
                     line["normal_consistency_diff"] = round(
                         siren_scores["normal_consistency"] - poisson_scores["normal_consistency"], 5)
+                if args.render is not None:
+                    line["render"] = render(reference, label, regime, siren_mesh, siren_scores, poisson_mesh,
+                                            poisson_scores, args.render, args.render_size, args.seed)
                 print(json.dumps(line), flush=True)
     finally:
         if args.keep is None:
