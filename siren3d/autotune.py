@@ -202,6 +202,13 @@ def resolve(config: FitConfig, device: torch.device, *, timer: Timer | None = No
     """
     if device.type != "cpu":
         return "fused", {"method": "fused", "reason": f"{device.type}: always fused"}
+    from .errors import SettingError
+    from .training import check_step_memory
+
+    try:  # a batch that cannot fit must meet fit's own refusal, not an out-of-memory error here
+        check_step_memory(config, device)
+    except SettingError:
+        return "fused", {"method": "fused", "reason": "not timed: the batch does not fit in memory"}
     path = cache_path() if path is None else Path(path)
     key = cache_key(config)
     load = machine_load() if load is None else load

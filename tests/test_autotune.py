@@ -99,6 +99,16 @@ def test_a_timing_on_a_busy_machine_is_replaced_once_on_a_quiet_one(tmp_path):
         assert autotune.resolve(small(), CPU, timer=never, path=path, load=load)[0] == "fused"
 
 
+def test_a_batch_too_large_for_memory_is_not_timed(tmp_path, sphere_scan_file):
+    from siren3d.errors import SettingError
+
+    huge = small(batch=2_000_000_000)
+    method, record = autotune.resolve(huge, CPU, timer=never, path=tmp_path / "c.json", load=QUIET)
+    assert method == "fused" and "memory" in record["reason"]
+    with pytest.raises(SettingError, match="batch"):  # and fit still refuses it in its own words
+        fit(load_scan(sphere_scan_file), huge, tmp_path / "run", progress=False)
+
+
 def test_cuda_keeps_fused_without_timing(tmp_path):
     method, record = autotune.resolve(small(), torch.device("cuda"), timer=never, path=tmp_path / "c.json")
     assert method == "fused" and not (tmp_path / "c.json").exists()
