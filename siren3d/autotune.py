@@ -117,17 +117,16 @@ def race(steps: dict[str, Callable[[], object]], *, budget_s: float = BUDGET_S, 
     return times
 
 
-def measure(config: FitConfig, device: torch.device, **race_args) -> Rates:
+def measure(config: FitConfig, device: torch.device, trainer_cls, **race_args) -> Rates:
     """Points per second of the real training step with 'fused' and 'fused-bf16'.
 
-    Two :class:`~siren3d.training.Trainer` with ``config``'s network, batch and ratios train on a
+    ``trainer_cls`` is :class:`siren3d.training.Trainer` (passed in: training calls this module, not
+    the other way round). Two trainers with ``config``'s network, batch and ratios train on a
     synthetic sphere (the sign and distance terms off: their one-off side pool would cost more than
     the timing, and the per-step work they add is the same for both methods). After one warm-up step each (oneDNN
     builds its kernels then) they :func:`race`; the median step time of each decides. The global
     torch RNG is left as it was.
     """
-    from .training import Trainer
-
     rng = np.random.default_rng(0)
     normals = rng.normal(size=(TUNE_POINTS, 3))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
@@ -136,7 +135,7 @@ def measure(config: FitConfig, device: torch.device, **race_args) -> Rates:
     # the timing itself; what they add per step is the same for both methods.
     base = replace(config, loss=replace(config.loss, sign=0.0, distance=0.0), checkpoint_every=0)
     with torch.random.fork_rng(devices=[]):
-        trainers = {m: Trainer(replace(base, grad=m), points, normals, device) for m in CANDIDATES}
+        trainers = {m: trainer_cls(replace(base, grad=m), points, normals, device) for m in CANDIDATES}
         for trainer in trainers.values():
             trainer.step()
         times = race({m: t.step for m, t in trainers.items()}, **race_args)
@@ -186,12 +185,13 @@ def machine_load() -> float | None:
         return None
 
 
-def resolve(config: FitConfig, device: torch.device, *, timer: Timer | None = None,
-            path: Path | None = None, load: float | None = None) -> tuple[str, dict]:
+def resolve(config: FitConfig, device: torch.device, timer: Timer, *, path: Path | None = None,
+            load: float | None = None) -> tuple[str, dict]:
     """The concrete method for ``grad='auto'`` and a record of how it was decided (for fit.json).
 
-    ``timer(config, device) -> {method: points/s}`` measures both candidates (default
-    :func:`measure`); ``path`` overrides :func:`cache_path`; ``load`` (load average per core,
+    ``timer(config, device) -> {method: points/s}`` measures both candidates when the cache has no
+    answer (training passes :func:`measure` of its Trainer; tests pass fixed rates); ``path``
+    overrides :func:`cache_path`; ``load`` (load average per core,
     default :func:`machine_load`) says whether the machine is busy. The record holds the method,
     the rates it was chosen by, whether they came from the cache and the cache key.
 
@@ -202,13 +202,6 @@ def resolve(config: FitConfig, device: torch.device, *, timer: Timer | None = No
     """
     if device.type != "cpu":
         return "fused", {"method": "fused", "reason": f"{device.type}: always fused"}
-    from .errors import SettingError
-    from .training import check_step_memory
-
-    try:  # a batch that cannot fit must meet fit's own refusal, not an out-of-memory error here
-        check_step_memory(config, device)
-    except SettingError:
-        return "fused", {"method": "fused", "reason": "not timed: the batch does not fit in memory"}
     path = cache_path() if path is None else Path(path)
     key = cache_key(config)
     load = machine_load() if load is None else load
@@ -218,7 +211,7 @@ def resolve(config: FitConfig, device: torch.device, *, timer: Timer | None = No
         return entry["method"], {**entry, "cached": True, "key": key}
     t0 = time.perf_counter()
     try:
-        rates = (timer or measure)(config, device)
+        rates = timer(config, device)
         rates = {m: round(float(rates[m])) for m in CANDIDATES}
     except RuntimeError as e:  # e.g. no bf16 kernels in this torch build: fp32 is always there
         log.warning("grad auto: could not time fused-bf16 (%s); training with fused", e)

@@ -11,7 +11,7 @@ import torch
 from siren3d import autotune
 from siren3d.config import FitConfig, ModelConfig
 from siren3d.io import load_scan
-from siren3d.training import fit, resolve_grad
+from siren3d.training import Trainer, fit, resolve_grad
 
 CPU = torch.device("cpu")
 QUIET, BUSY = 0.2, 3.0  # load average per core
@@ -99,13 +99,15 @@ def test_a_timing_on_a_busy_machine_is_replaced_once_on_a_quiet_one(tmp_path):
         assert autotune.resolve(small(), CPU, timer=never, path=path, load=load)[0] == "fused"
 
 
-def test_a_batch_too_large_for_memory_is_not_timed(tmp_path, sphere_scan_file):
+def test_a_batch_too_large_for_memory_is_not_timed(tmp_path, sphere_scan_file, monkeypatch):
     from siren3d.errors import SettingError
 
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path))
     huge = small(batch=2_000_000_000)
-    method, record = autotune.resolve(huge, CPU, timer=never, path=tmp_path / "c.json", load=QUIET)
-    assert method == "fused" and "memory" in record["reason"]
-    with pytest.raises(SettingError, match="batch"):  # and fit still refuses it in its own words
+    resolved = resolve_grad(huge, CPU)
+    assert resolved.grad == "fused" and "memory" in resolved.grad_auto["reason"]
+    assert not (tmp_path / autotune.CACHE_FILE).exists()
+    with pytest.raises(SettingError, match="batch"):  # and fit refuses it in its own words
         fit(load_scan(sphere_scan_file), huge, tmp_path / "run", progress=False)
 
 
@@ -148,7 +150,7 @@ def test_the_real_measurement_times_both_methods_and_leaves_the_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    rates = autotune.measure(cfg, CPU, budget_s=0.05)
+    rates = autotune.measure(cfg, CPU, Trainer, budget_s=0.05)
     assert torch.equal(torch.rand(3), expected)
     assert set(rates) == set(autotune.CANDIDATES) and all(r > 0 for r in rates.values())
 
