@@ -207,7 +207,11 @@ class FitConfig(Settings):
     device: str = setting("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'.", choices=DEVICES)
     grad: str = setting("auto", "How grad f and its backward are computed: 'fused' (hand-written backward), "
                         "'fused-bf16' (its adjoint products in bfloat16), 'analytic' or 'autograd'; 'auto': "
-                        "fused-bf16 on CPUs that multiply bf16 natively, else fused.", choices=GRAD_METHODS)
+                        "the faster of fused and fused-bf16 on this CPU (timed once, cached), fused on CUDA.",
+                        choices=GRAD_METHODS)
+    grad_auto: dict | None = setting(None, "How grad 'auto' chose: the method, the points/s it measured for each "
+                                     "and whether they came from the cache (siren3d.autotune); filled in by fit.",
+                                     cli=False)
     noise: str = setting("auto", "Treat the scan as clean ('low') or noisy ('high': trust the normals more); "
                          "'auto' measures it.", choices=NOISE_MODES)
     checkpoint_every: int = setting(500, "Steps between resumable checkpoints (0: only at the end).", min=0)

@@ -134,12 +134,19 @@ def _deferred_interrupts():
 
 
 def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
-    """``grad='auto'`` made concrete for this device (see FitConfig.grad)."""
+    """``grad='auto'`` made concrete for this device: the method whose :meth:`Trainer.step` runs
+    faster here, timed once per machine and network size, then cached (:mod:`siren3d.autotune`);
+    ``grad_auto`` records how it was chosen. A batch too large for memory is not timed: fit refuses it."""
     if config.grad != "auto":
         return config
-    from .kernels import cpu_has_fast_bf16
+    from . import autotune
 
-    return replace(config, grad="fused-bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fused")
+    try:
+        check_step_memory(config, device)
+    except SettingError:
+        return replace(config, grad="fused", grad_auto={"method": "fused", "reason": "not timed: too large for memory"})
+    method, record = autotune.resolve(config, device, lambda cfg, dev: autotune.measure(cfg, dev, Trainer))
+    return replace(config, grad=method, grad_auto=record)
 
 
 def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, dict]:

@@ -14,6 +14,22 @@ from siren3d.synthetic import sample_surface, sphere, torus
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_autotune_cache(tmp_path_factory):
+    """grad='auto' fits time and cache into a folder of this test session, never the user's cache."""
+    import os
+
+    from siren3d.autotune import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("siren3d-cache"))
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 def write_ply_ascii(path, points, normals=None, faces=None):
     lines = ["ply", "format ascii 1.0", f"element vertex {len(points)}",
              "property float x", "property float y", "property float z"]

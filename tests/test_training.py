@@ -168,19 +168,21 @@ def test_own_adam_refuses_a_state_for_another_network():
         Adam(a.parameters()).load_state_dict({"state": "nonsense"})
 
 
-def test_grad_auto_resolves_by_the_cpus_bf16_support_and_is_recorded(tmp_path, sphere_scan_file):
-    from siren3d.kernels import cpu_has_fast_bf16
+def test_grad_auto_resolves_by_timing_and_is_recorded(tmp_path, sphere_scan_file):
+    from siren3d.autotune import CANDIDATES, choose
 
     scan = load_scan(sphere_scan_file)
     cfg = FitConfig(steps=3, batch=128, device="cpu", checkpoint_every=0, model=ModelConfig(width=16))
     assert cfg.grad == "auto"
     result = fit(scan, cfg, tmp_path / "auto", progress=False)
-    expected = "fused-bf16" if cpu_has_fast_bf16() else "fused"
-    assert result.config.grad == expected
-    assert json.loads((tmp_path / "auto" / "fit.json").read_text())["fit"]["grad"] == expected
+    record = result.config.grad_auto
+    assert result.config.grad in CANDIDATES
+    assert result.config.grad == record["method"] == choose(record["points_per_s"])
+    saved = json.loads((tmp_path / "auto" / "fit.json").read_text())["fit"]
+    assert saved["grad"] == result.config.grad and saved["grad_auto"]["points_per_s"] == record["points_per_s"]
     forced = fit(scan, FitConfig(steps=3, batch=128, device="cpu", checkpoint_every=0, grad="fused",
                                  model=ModelConfig(width=16)), tmp_path / "fused", progress=False)
-    assert forced.config.grad == "fused"
+    assert forced.config.grad == "fused" and forced.config.grad_auto is None
 
 
 @pytest.mark.slow
