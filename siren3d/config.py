@@ -140,6 +140,9 @@ def parse_point(text: str) -> tuple[float, ...]:
     return nums
 
 
+OUTLIER_MODES = ("auto", "off")
+
+
 @dataclass
 class LoadConfig:
     """How a scan file becomes training points."""
@@ -147,6 +150,9 @@ class LoadConfig:
     max_points: int = setting(2_000_000, "Subsample larger scans to this many points (seeded).", min=16)
     mesh_samples: int = setting(200_000, "Points sampled on the surface of a mesh given as input.", min=16,
                                 cli=False)
+    outliers: str = setting("auto", "Stray points far from the surface: 'auto' drops them before fitting (a "
+                            "nearest-neighbour test that keeps every point of a clean scan); 'off' keeps all.",
+                            choices=OUTLIER_MODES)
     viewpoint: tuple | None = setting(None, "Where the scanner stood, in scan units: estimated normals are turned "
                                       "toward it (exact for a single view); overrides a sensor position in the "
                                       "file.", metavar="X,Y,Z", parse=parse_point)

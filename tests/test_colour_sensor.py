@@ -52,7 +52,7 @@ def test_open3d_written_colours_load(tmp_path, ball, suffix, ascii):
     pts, _, lo, hi = ball
     path = tmp_path / f"ball{suffix}"
     assert o3d.io.write_point_cloud(str(path), _o3d_cloud(pts, colour_of(pts, lo, hi) / 255.0), write_ascii=ascii)
-    scan = load_scan(path)
+    scan = load_scan(path, outliers="off")
     assert len(scan) == len(pts)
     # Open3D stores float32 positions in some of these; the colour function moves < 1 level with them
     _check_colours(scan, ball, tol=1)
@@ -81,13 +81,13 @@ def test_pcl_packed_rgb_float_binary_and_rgba_uint_ascii(tmp_path, ball, alpha):
     rec["rgb"] = packed
     binary = tmp_path / "rgb.pcd"
     binary.write_bytes(_pcd_header("x y z rgb", "4 4 4 4", "F F F F", len(pts), "binary").encode() + rec.tobytes())
-    scan = load_scan(binary)
+    scan = load_scan(binary, outliers="off")
     _check_colours(scan, ball, tol=1)
 
     text = tmp_path / "rgba.pcd"
     rows = "\n".join(f"{p[0]:.9g} {p[1]:.9g} {p[2]:.9g} {v}" for p, v in zip(pts, _packed(want, 77)))
     text.write_text(_pcd_header("x y z rgba", "4 4 4 4", "F F F U", len(pts), "ascii") + rows + "\n")
-    scan = load_scan(text)
+    scan = load_scan(text, outliers="off")
     assert scan.colors.shape == (len(pts), 4) and np.all(scan.colors[:, 3] == 77)
     assert np.abs(scan.colors[:, :3].astype(int) - colour_of(scan.points, lo, hi)).max() <= 1
 
@@ -224,7 +224,7 @@ def test_viewpoint_setting_orients_estimated_normals_toward_the_scanner(tmp_path
     save_points_ply(path, pts)
     with caplog.at_level(logging.WARNING, logger="siren3d"):
         scan = load_scan(path, viewpoint=",".join(f"{v:.10g}" for v in eye))
-    assert scan.normals_estimated
+    assert scan.normals_estimated and scan.outliers == 0
     np.testing.assert_allclose(scan.sensor, eye)
     assert _agree(scan, nrm) > 0.995
     assert any("toward the sensor" in r.message for r in caplog.records)
@@ -289,7 +289,7 @@ def test_viewpoint_setting_is_a_checked_fit_option():
         with pytest.raises(SettingError, match="viewpoint"):
             LoadConfig(viewpoint=bad).validate()
     help_text = CliRunner().invoke(main, ["fit", "--help"]).output
-    assert "--viewpoint X,Y,Z" in help_text
+    assert "--viewpoint X,Y,Z" in help_text and "--outliers [auto|off]" in help_text
     r = CliRunner().invoke(main, ["fit", "missing.ply", "--viewpoint", "1,2"])
     assert r.exit_code == 2 and "three numbers" in r.output
 

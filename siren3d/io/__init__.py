@@ -10,6 +10,7 @@ Layout::
     formats/       one module per format family, each listing its formats (suffixes, leading
                    bytes, loader) in FORMATS; registry.py gathers them
     load.py        load_scan: file checks, the format's loader, cleaning
+    outliers.py    stray points
     normals.py     normal estimation and orientation
     surface.py     sampling a mesh's surface
     write.py       save_points_ply
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 from .load import MIN_POINTS, load_scan
 from .normals import estimate_normals, orient_toward
+from .outliers import find_outliers
 from .registry import FORMATS, MESH_SUFFIXES, SUPPORTED, Format
 from .scan import RawScan, ReadOptions, Scan
 from .surface import sample_mesh_surface
 from .write import save_points_ply
 
 __all__ = ["load_scan", "Scan", "RawScan", "ReadOptions", "Format", "FORMATS", "SUPPORTED", "MESH_SUFFIXES",
-           "MIN_POINTS", "save_points_ply", "sample_mesh_surface", "estimate_normals", "orient_toward"]
+           "MIN_POINTS", "save_points_ply", "sample_mesh_surface", "estimate_normals", "orient_toward",
+           "find_outliers"]

@@ -3,7 +3,7 @@
 The steps, in order: check the file (exists, regular, readable, not empty, content matching its
 name); read it with its format's loader; sample the surface of a mesh; drop points with NaN/Inf
 coordinates; subsample to ``max_points``; drop unusable normals; check the geometry (enough points,
-not all on a line); estimate missing normals (:mod:`.normals`).
+not all on a line); drop stray points (:mod:`.outliers`); estimate missing normals (:mod:`.normals`).
 Colours, intensity and per-point sensor positions stay aligned with the points through every step.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 from ..config import LoadConfig
 from ..errors import Siren3dError
 from .normals import estimate_normals
+from .outliers import find_outliers
 from .registry import MAGIC_BYTES, format_for
 from .scan import RawScan, ReadOptions, Scan, note, subsample_indices, take_per_point
 from .surface import sample_mesh_surface
@@ -32,14 +33,14 @@ _PER_POINT = ("points", "normals", "colors", "intensity", "sensor")
 
 def load_scan(path: str | os.PathLike, config: LoadConfig | None = None, *, seed: int = 0, **settings) -> Scan:
     """Load a point cloud or mesh file into a :class:`Scan`; ``config`` (default LoadConfig()) with any of
-    its fields overridden by keyword, e.g. ``load_scan(path, max_points=100_000)``.
+    its fields overridden by keyword, e.g. ``load_scan(path, max_points=100_000, outliers="off")``.
 
     Point clouds: PLY, XYZ / XYZN / XYZRGB / PTS / TXT text, PCD, NPY / NPZ, with
     their normals, colours, intensity and sensor positions where the file has them. Meshes: OBJ, OFF,
     STL and PLY with faces, whose surface is sampled (area-weighted, ``mesh_samples`` points, face
     normals). Points with non-finite coordinates or unusable normals are dropped with a warning;
-    scans with more than ``max_points`` points are subsampled (seeded); missing normals are
-    estimated, toward the sensor when its position is known (``viewpoint``, or the file's).
+    scans with more than ``max_points`` points are subsampled (seeded); stray points are dropped
+    (``outliers``); missing normals are estimated, toward the sensor when its position is known.
     """
     cfg = replace(config or LoadConfig(), **settings)
     cfg.validate()
@@ -130,6 +131,18 @@ def _clean(raw: RawScan, path: str, cfg: LoadConfig, seed: int) -> Scan:
 
     if cfg.viewpoint is not None:
         raw = replace(raw, sensor=np.array(cfg.viewpoint, dtype=np.float64))
+    dropped = 0
+    if cfg.outliers == "auto" and not from_mesh:  # a mesh's samples all lie on its faces
+        stray = find_outliers(raw.points, raw.sensor)
+        dropped = int(stray.sum())
+        if dropped:
+            note(notes, f"{path}: dropped {dropped:,} stray point{'s' if dropped != 1 else ''} of "
+                        f"{len(raw.points):,} (isolated, far from the surface; --outliers off keeps them)")
+            raw = _take(raw, ~stray)
+            if len(raw.points) < MIN_POINTS:
+                raise Siren3dError(f"has only {len(raw.points)} points left after dropping stray points; at least "
+                                   f"{MIN_POINTS} are needed (--outliers off keeps them)", path)
+
     estimated = raw.normals is None
     if estimated:
         if raw.sensor is not None:
@@ -147,7 +160,8 @@ def _clean(raw: RawScan, path: str, cfg: LoadConfig, seed: int) -> Scan:
                 path=path, normals_estimated=estimated, from_mesh=from_mesh, notes=notes,
                 colors=None if raw.colors is None else np.ascontiguousarray(raw.colors, dtype=np.uint8),
                 intensity=None if raw.intensity is None else np.ascontiguousarray(raw.intensity, dtype=np.float32),
-                sensor=None if raw.sensor is None else np.ascontiguousarray(raw.sensor, dtype=np.float64))
+                sensor=None if raw.sensor is None else np.ascontiguousarray(raw.sensor, dtype=np.float64),
+                outliers=dropped)
 
 
 def _sample_mesh(raw: RawScan, path: str, count: int, seed: int, notes: list[str]) -> RawScan:

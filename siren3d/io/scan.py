@@ -49,6 +49,7 @@ class Scan:
     colors: (N, 3) or (N, 4) uint8 (RGB or RGBA) when the file has colour, else None.
     intensity: (N,) float32, the scanner's return intensity as stored in the file, or None.
     sensor: where the scanner stood: None (unknown), a (3,) position, or (N, 3) per point.
+    outliers: stray points dropped on loading (see :mod:`siren3d.io.outliers`).
     """
 
     points: np.ndarray
@@ -60,6 +61,7 @@ class Scan:
     colors: np.ndarray | None = None
     intensity: np.ndarray | None = None
     sensor: np.ndarray | None = None
+    outliers: int = 0
 
     def __len__(self) -> int:
         return len(self.points)
