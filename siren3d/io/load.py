@@ -35,7 +35,7 @@ def load_scan(path: str | os.PathLike, config: LoadConfig | None = None, *, seed
     """Load a point cloud or mesh file into a :class:`Scan`; ``config`` (default LoadConfig()) with any of
     its fields overridden by keyword, e.g. ``load_scan(path, max_points=100_000, outliers="off")``.
 
-    Point clouds: PLY, XYZ / XYZN / XYZRGB / PTS / TXT text, PCD, NPY / NPZ, with
+    Point clouds: PLY, XYZ / XYZN / XYZRGB / PTS / TXT text, PCD, NPY / NPZ, LAS / LAZ, E57, with
     their normals, colours, intensity and sensor positions where the file has them. Meshes: OBJ, OFF,
     STL and PLY with faces, whose surface is sampled (area-weighted, ``mesh_samples`` points, face
     normals). Points with non-finite coordinates or unusable normals are dropped with a warning;
