@@ -353,3 +353,33 @@ def test_broken_e57_files_give_one_line_errors(tmp_path, ball, case, message):
         load_scan(path)
     text = str(err.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+def test_fit_on_a_laz_with_strays_records_them_and_outliers_off_keeps_them(tmp_path, ball):
+    """The command line end to end: the warning line, fit.json's note and point count, --outliers off."""
+    import json
+
+    from click.testing import CliRunner
+
+    from siren3d.cli import main
+
+    pts, _, col, _, _ = ball
+    rng = np.random.default_rng(3)
+    lo, hi = pts.min(0), pts.max(0)
+    strays = rng.uniform(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), size=(90, 3))
+    # clearly off the surface: more than 6 point spacings (0.65 m) from the 10 m sphere
+    strays = strays[np.abs(np.linalg.norm(strays - (lo + hi) / 2, axis=1) - 10.0) > 4.0]
+    path = write_las(tmp_path / "scan.laz", np.vstack([pts, strays]),
+                     np.vstack([col, np.zeros((len(strays), 3), np.uint8)]))
+    tiny = ["--steps", "2", "--batch", "256", "--width", "16", "--hidden-layers", "1", "--device", "cpu", "-q"]
+    runner = CliRunner()
+    r = runner.invoke(main, ["fit", str(path), "--out", str(tmp_path / "run"), *tiny])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "run" / "fit.json").read_text())["input"]
+    line = f"dropped {len(strays):,} stray points of {len(pts) + len(strays):,}"
+    assert f"warning: {path}: {line}" in r.output
+    assert info["points"] == len(pts) and any(line in n for n in info["notes"])
+
+    r = runner.invoke(main, ["fit", str(path), "--out", str(tmp_path / "all"), "--outliers", "off", *tiny])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "all" / "fit.json").read_text())["input"]["points"] == len(pts) + len(strays)
