@@ -150,9 +150,9 @@ class LoadConfig:
     max_points: int = setting(2_000_000, "Subsample larger scans to this many points (seeded).", min=16)
     mesh_samples: int = setting(200_000, "Points sampled on the surface of a mesh given as input.", min=16,
                                 cli=False)
-    outliers: str = setting("auto", "Stray points far from the surface: 'auto' drops them before fitting (a "
-                            "nearest-neighbour test that keeps every point of a clean scan); 'off' keeps all.",
-                            choices=OUTLIER_MODES)
+    outliers: str = setting("auto", "Stray points: 'auto' drops isolated points far from the surface before "
+                            "fitting (a scale-free nearest-neighbour test; see siren3d.io.outliers); 'off' keeps "
+                            "all.", choices=OUTLIER_MODES)
     viewpoint: tuple | None = setting(None, "Where the scanner stood, in scan units: estimated normals are turned "
                                       "toward it (exact for a single view); overrides a sensor position in the "
                                       "file.", metavar="X,Y,Z", parse=parse_point)
