@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from siren3d.config import ScoreConfig
 from siren3d.io import sample_mesh_surface, save_points_ply
 from siren3d.metrics import bounds, load_mesh, load_reference, score_mesh
 
@@ -165,7 +166,7 @@ def main() -> None:
     ap.add_argument("--fit-args", default="", help="more siren3d fit options, one quoted string")
     ap.add_argument("--res", type=int, default=512, help="siren3d mesh --res")
     ap.add_argument("--depth", type=int, default=9, help="Poisson octree depth")
-    ap.add_argument("--samples", type=int, default=200_000, help="points per surface when scoring")
+    ap.add_argument("--samples", type=int, default=ScoreConfig().samples, help="points per surface when scoring")
     ap.add_argument("--seed", type=int, default=0, help="seeds inputs, fits and scoring")
     ap.add_argument("--keep", type=Path, default=None, help="keep inputs and meshes under this folder")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to smoke-test the script")

@@ -119,6 +119,20 @@ def with_overrides(cfg, overrides: dict):
     return replace(cfg, **direct)
 
 
+class Settings:
+    """Base of the config dataclasses: plain-data round trip and validation."""
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return from_dict(cls, d)
+
+    def validate(self) -> None:
+        validate(self)
+
+
 # --------------------------------------------------------------------------------------------
 # The settings
 
@@ -144,7 +158,7 @@ OUTLIER_MODES = ("auto", "off")
 
 
 @dataclass
-class LoadConfig:
+class LoadConfig(Settings):
     """How a scan file becomes training points."""
 
     max_points: int = setting(2_000_000, "Subsample larger scans to this many points (seeded).", min=16)
@@ -166,7 +180,7 @@ class LoadConfig:
                 pass
 
     def validate(self) -> None:
-        validate(self)
+        super().validate()
         vp = self.viewpoint
         if vp is not None and not (isinstance(vp, tuple) and len(vp) == 3
                                    and all(isinstance(v, float) and math.isfinite(v) for v in vp)):
@@ -174,7 +188,7 @@ class LoadConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     """Architecture of the SIREN; stored in every checkpoint."""
 
     width: int = setting(128, "Units per hidden layer.", min=1)
@@ -188,16 +202,9 @@ class ModelConfig:
     def __post_init__(self):
         validate(self)
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return from_dict(cls, d)
-
 
 @dataclass
-class LossWeights:
+class LossWeights(Settings):
     """Weight of each loss term (see siren3d.losses), and the off-surface sharpness alpha."""
 
     surface: float = setting(3e3, "Weight of |f| on scan points.", min=0)
@@ -206,15 +213,10 @@ class LossWeights:
     offsurface: float = setting(1e2, "Weight of exp(-alpha |f|) on uniform points.", min=0)
     sign: float = setting(1e3, "Weight of the inside/outside term on off-surface points (0: off, as in the paper).",
                           min=0)
+    distance: float = setting(1e2, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
+                              "scan: f a true distance in the whole box (0: off, as in the paper).", min=0)
     alpha: float = setting(100.0, "Sharpness of the off-surface term exp(-alpha |f|).", positive=True,
                            flag="offsurface-alpha")
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LossWeights":
-        return from_dict(cls, {k: float(v) for k, v in (d or {}).items()})
 
 
 GRAD_METHODS = ("auto", "fused", "fused-bf16", "analytic", "autograd")
@@ -223,7 +225,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class FitConfig:
+class FitConfig(Settings):
     """Everything that decides a fit; saved in model.pt and fit.json."""
 
     steps: int = setting(1200, "Optimizer steps.", min=1)
@@ -249,15 +251,6 @@ class FitConfig:
     model: ModelConfig = setting(default_factory=ModelConfig)
     loss: LossWeights = setting(default_factory=LossWeights, prefix="weight-")
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FitConfig":
-        return from_dict(cls, d)
-
-    def validate(self) -> None:
-        validate(self)
 
 
 def parse_bbox(text: str) -> tuple[float, ...]:
@@ -272,7 +265,7 @@ def parse_bbox(text: str) -> tuple[float, ...]:
 
 
 @dataclass
-class MeshConfig:
+class MeshConfig(Settings):
     """How a fitted field becomes a mesh (``siren3d mesh`` and :func:`siren3d.extract_mesh`)."""
 
     res: int = setting(256, "Grid samples along the box's longest side.", min=8)
@@ -304,12 +297,6 @@ class MeshConfig:
         if self.bbox is not None:
             self.bbox = tuple(float(v) for v in self.bbox)
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MeshConfig":
-        return from_dict(cls, d)
 
     def validate(self) -> None:
         validate(self)
@@ -324,15 +311,12 @@ class MeshConfig:
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(Settings):
     """How ``siren3d eval`` compares a mesh with a reference (see siren3d.metrics)."""
 
     samples: int = setting(200_000, "Points sampled on each surface (two samples of 200,000 points from one "
                            "surface differ by a Chamfer-L1 of about 0.001 of the diagonal).", min=100)
     seed: int = setting(0, "Seeds the surface sampling.")
-
-    def validate(self) -> None:
-        validate(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +330,7 @@ PRESETS: dict[str, dict] = {
     # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
     "paper": {"noise": "low", "steps": 10000, "batch": 250_000, "uniform_ratio": 1.0, "near_ratio": 0.0,
               "lr": 1e-4, "lr_final": 1.0, "warmup": 0, "model.width": 256, "model.hidden_layers": 3,
-              "model.init": "siren", "loss.sign": 0.0},
+              "model.init": "siren", "loss.sign": 0.0, "loss.distance": 0.0},
 }
 QUALITY_LEVELS = ("fast", "default", "high")
 

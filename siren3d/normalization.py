@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-#: Fraction of the half-box left empty around the scan, so the surface never touches the box.
-DEFAULT_MARGIN = 0.1
+from .config import DEFAULT_MARGIN
+
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,8 @@ class Trainer:
         self.optimizer = Adam(self.model.parameters(), lr=config.lr)
         self.sampler = Sampler(points, normals, config.batch, uniform_ratio=config.uniform_ratio,
                                near_ratio=config.near_ratio, near_scale=config.near_scale, seed=config.seed,
-                               device=self.device, sign_k=config.sign_k if config.loss.sign > 0 else 0)
+                               device=self.device,
+                               sign_k=config.sign_k if config.loss.sign > 0 or config.loss.distance > 0 else 0)
         self.history: list[list[float]] = []
 
     @property
@@ -208,7 +209,7 @@ class Trainer:
         f, g = self.model.sdf_and_grad(x, method=cfg.grad)
         nb, nu = len(batch.on), len(batch.uniform)
         terms = loss_terms(f[:nb], g[:nb], batch.normals, f[nb:nb + nu], g[nb:], cfg.loss.alpha,
-                           f[nb:], batch.off_sign)
+                           f[nb:], batch.off_sign, batch.off_distance)
         loss = total_loss(terms, cfg.loss)
         values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
         if not all(math.isfinite(v) for v in values):
@@ -237,7 +238,8 @@ class Trainer:
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(train["optimizer"])
         self.sampler.set_state(train["rng"])
-        self.history = train["history"].tolist()
+        # Runs of earlier versions logged fewer terms: their rows get NaN for the new ones.
+        self.history = [row + [math.nan] * (len(HISTORY_COLUMNS) - len(row)) for row in train["history"].tolist()]
 
 
 class _RunFolder:
@@ -408,7 +410,8 @@ def _show_progress(bar, step: int, steps: int, values: list[float], rate: float)
     bar.update(1)
     if step % 10 == 0 or step == steps:
         bar.set_postfix_str(f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} eik {values[3]:.3f} "
-                            f"off {values[4]:.3f} sign {values[5]:.1e} | {rate / 1e3:.0f}k pts/s", refresh=False)
+                            f"off {values[4]:.3f} sign {values[5]:.1e} dist {values[6]:.1e} | {rate / 1e3:.0f}k pts/s",
+                            refresh=False)
 
 
 def write_fit_json(run_dir: Path, meta: dict, history: np.ndarray, *, setup_s: float,

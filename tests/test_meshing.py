@@ -201,7 +201,7 @@ def test_no_crossing_and_oversized_grids_are_refused(monkeypatch):
 def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
     model = _siren("sphere")
     path = tmp_path / "model.pt"
-    save_checkpoint(path, model, Normalization((5.0, 5.0, 5.0), 4.0), {"config": FitConfig().to_dict()})
+    save_checkpoint(path, model, Normalization((5.0, 5.0, 5.0), 4.0), {"fit": FitConfig().to_dict(), "step": 0})
     out = tmp_path / "m.ply"
     r = CliRunner().invoke(main, ["mesh", str(path), "--res", "64", "--refine", "1", "-o", str(out)])
     assert r.exit_code == 0, r.output

@@ -446,8 +446,6 @@ class FieldViewer:
 
     def screenshot(self, path) -> None:
         """Render and write an image file atomically (PNG, JPEG, BMP, TIFF by suffix)."""
-        from pathlib import Path
-
         from siren3d.files import atomic_output
 
         path = check_image_path(path)
