@@ -213,7 +213,7 @@ class LossWeights(Settings):
     offsurface: float = setting(1e2, "Weight of exp(-alpha |f|) on uniform points.", min=0)
     sign: float = setting(1e3, "Weight of the inside/outside term on off-surface points (0: off, as in the paper).",
                           min=0)
-    distance: float = setting(1e2, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
+    distance: float = setting(1e3, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
                               "scan: f a true distance in the whole box (0: off, as in the paper).", min=0)
     alpha: float = setting(100.0, "Sharpness of the off-surface term exp(-alpha |f|).", positive=True,
                            flag="offsurface-alpha")
