@@ -143,6 +143,20 @@ DEFAULT_MARGIN = 0.1
 MAX_RES = 2048
 
 
+def parse_point(text: str) -> tuple[float, ...]:
+    """'x,y,z' -> three floats (ValueError otherwise)."""
+    try:
+        nums = tuple(float(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        nums = ()
+    if len(nums) != 3 or not all(math.isfinite(v) for v in nums):
+        raise ValueError("expected three numbers: x,y,z (scan units)")
+    return nums
+
+
+OUTLIER_MODES = ("auto", "off")
+
+
 @dataclass
 class LoadConfig(Settings):
     """How a scan file becomes training points."""
@@ -150,6 +164,27 @@ class LoadConfig(Settings):
     max_points: int = setting(2_000_000, "Subsample larger scans to this many points (seeded).", min=16)
     mesh_samples: int = setting(200_000, "Points sampled on the surface of a mesh given as input.", min=16,
                                 cli=False)
+    outliers: str = setting("auto", "Stray points: 'auto' drops isolated points far from the surface before "
+                            "fitting (a scale-free nearest-neighbour test; see siren3d.io.outliers); 'off' keeps "
+                            "all.", choices=OUTLIER_MODES)
+    viewpoint: tuple | None = setting(None, "Where the scanner stood, in scan units: estimated normals are turned "
+                                      "toward it (exact for a single view); overrides a sensor position in the "
+                                      "file.", metavar="X,Y,Z", parse=parse_point)
+
+    def __post_init__(self):
+        if self.viewpoint is not None:  # 'x,y,z' or any three numbers; validate() refuses the rest
+            try:
+                self.viewpoint = parse_point(self.viewpoint) if isinstance(self.viewpoint, str) else \
+                    tuple(float(v) for v in self.viewpoint)
+            except (TypeError, ValueError):
+                pass
+
+    def validate(self) -> None:
+        super().validate()
+        vp = self.viewpoint
+        if vp is not None and not (isinstance(vp, tuple) and len(vp) == 3
+                                   and all(isinstance(v, float) and math.isfinite(v) for v in vp)):
+            raise SettingError(f"viewpoint must be three finite numbers x,y,z (scan units), got {vp!r}", "viewpoint")
 
 
 @dataclass
