@@ -186,7 +186,7 @@ def _group(settings: dict, group: str) -> dict:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def fit(scan: Path, out: Path | None, quality: str, preset: str | None, resume: bool, quiet: bool, **settings) -> None:
-    """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
+    """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, LAS/LAZ, E57, OBJ, OFF, STL)."""
     from .files import check_output_dir
     from .io import load_scan
     from .runs import default_run_dir
