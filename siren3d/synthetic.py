@@ -228,19 +228,6 @@ def sample_surface(sdf, count: int, *, bound: float = 1.0, res: int = 128, seed:
     return pts, normals
 
 
-class _AnalyticField:
-    """An analytic sdf seen as a field for :func:`siren3d.meshing.extract_mesh` (which evaluates any callable)."""
-
-    def __init__(self, sdf):
-        self.sdf = sdf
-
-    def __call__(self, p: np.ndarray) -> np.ndarray:
-        return self.sdf(p)
-
-    def eval(self) -> "_AnalyticField":
-        return self
-
-
 def mesh_sdf(sdf, res: int = 512, scale: float = 1.0, offset=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """The zero level set of an analytic sdf over the unit box as a mesh, mapped by x * scale + offset.
 
@@ -252,5 +239,5 @@ def mesh_sdf(sdf, res: int = 512, scale: float = 1.0, offset=(0.0, 0.0, 0.0)) ->
     from .normalization import Normalization
 
     norm = Normalization(center=tuple(float(v) for v in offset), scale=float(scale))
-    mesh = extract_mesh(_AnalyticField(sdf), norm, res=res, normals=False, min_component=0.0, keep_inner=True)
+    mesh = extract_mesh(sdf, norm, res=res, normals=False, min_component=0.0, keep_inner=True)
     return mesh.vertices, np.asarray(mesh.faces, dtype=np.int64)
