@@ -188,8 +188,9 @@ def test_ctrl_c_stops_the_batch_with_checkpoints_and_the_same_command_continues_
     scans = tmp_path / "scans"
     write_scans(scans)
     out = tmp_path / "results"
-    steps = 1500  # a checkpoint every 500 steps (the default): the first one says a fit is under way
-    cmd = batch_cmd(str(scans), "--out", str(out), "--workers", "2", *TINY, "--steps", str(steps), "-q")
+    steps = 1500  # a checkpoint every 100 steps: the first one says a fit is under way, long before its end
+    cmd = batch_cmd(str(scans), "--out", str(out), "--workers", "2", *TINY, "--steps", str(steps),
+                    "--checkpoint-every", "100", "-q")
 
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
@@ -212,7 +213,7 @@ def test_ctrl_c_stops_the_batch_with_checkpoints_and_the_same_command_continues_
         assert rows[name]["status"] == "interrupted", rows[name]
         ckpt = load_checkpoint(out / name / "model.pt")
         at[name] = ckpt.step
-        assert 500 <= ckpt.step < steps and ckpt.train is not None
+        assert 100 <= ckpt.step < steps and ckpt.train is not None
         assert rows[name]["error"] == f"interrupted at step {ckpt.step}/{steps}; the checkpoint resumes it"
         assert not (out / name / "fit.json").exists() and not (out / name / "mesh-32.ply").exists()
 
