@@ -192,7 +192,10 @@ def test_ctrl_c_stops_the_batch_with_checkpoints_and_the_same_command_continues_
     cmd = batch_cmd(str(scans), "--out", str(out), "--workers", "2", *TINY, "--steps", str(steps),
                     "--checkpoint-every", "100", "-q")
 
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C delivers it, even when this test runs where SIGINT is ignored
+    # (a shell's background job): an ignored signal would be inherited by the command.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and proc.poll() is None and not all(
