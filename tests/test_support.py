@@ -1,0 +1,163 @@
+"""The scan's support: spacing, storage in model.pt, the support distance, cutting and auto trimming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from siren3d.checkpoint import load_checkpoint, save_checkpoint
+from siren3d.config import MeshConfig, parse_trim
+from siren3d.errors import SettingError, Siren3dError
+from siren3d.model import ModelConfig, Siren
+from siren3d.normalization import Normalization
+from siren3d.support import AUTO_DEPTH, ScanSupport, cut_mesh, face_areas, plan_trim, point_spacing
+
+UNIT = Normalization((0.0, 0.0, 0.0), 1.0)
+
+
+def _min_angles(v, f):
+    t = v[f]
+    e = [np.linalg.norm(t[:, (i + 1) % 3] - t[:, (i + 2) % 3], axis=1) for i in range(3)]  # opposite corner i
+    ang = []
+    for i in range(3):
+        a, b, c = e[i], e[(i + 1) % 3], e[(i + 2) % 3]
+        ang.append(np.degrees(np.arccos(np.clip((b * b + c * c - a * a) / (2 * b * c), -1, 1))))
+    return np.min(ang, axis=0)
+
+
+def _sphere_support(n: int = 20_000, radius: float = 0.5, keep=None, seed: int = 0) -> ScanSupport:
+    """Points on a sphere (those where keep(points) holds), as a support in the unit box."""
+    p = np.random.default_rng(seed).normal(size=(n, 3))
+    p = radius * p / np.linalg.norm(p, axis=1, keepdims=True)
+    if keep is not None:
+        p = p[keep(p)]
+    return ScanSupport(p.astype(np.float32), point_spacing(p))
+
+
+def test_point_spacing_is_the_grid_spacing_and_a_stray_point_does_not_inflate_it():
+    s = 0.01
+    g = np.stack(np.meshgrid(np.arange(60) * s, np.arange(60) * s, [0.0], indexing="ij"), -1).reshape(-1, 3)
+    stray = np.array([[0.3, 0.3, 0.5]])
+    sp = point_spacing(np.concatenate([g, stray]))
+    interior = (g[:, :2] > 3 * s).all(1) & (g[:, :2] < 56 * s).all(1)
+    # 1 / sqrt(density): 8 neighbours within s * sqrt(2) -> s * sqrt(2) * sqrt(pi / 8) = 0.886 s
+    assert np.allclose(sp[:-1][interior], s * np.sqrt(2 * np.pi / 8), rtol=1e-3)
+    assert sp[-1] < 2 * s  # its own neighbours are 0.5 away; it gets the grid's spacing
+
+
+def test_support_distance_is_in_local_spacings():
+    sup = _sphere_support(5000)
+    on = sup.points[:100].astype(np.float64)
+    assert np.allclose(sup.distance(on), 0.0, atol=1e-6)
+    out = on * 1.2  # 0.1 off the sphere
+    d = sup.distance(out)
+    assert np.all(d > 0.09 / sup.spacing.max()) and np.all(d < 0.11 / sup.spacing.min())
+    assert np.allclose(sup.distance(out, offset=0.1), sup.distance(out) - 0.1 / sup.spacing[sup.tree.query(out)[1]],
+                       atol=0.05)
+
+
+def test_support_round_trips_through_the_model_file_and_bad_ones_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-0.5, 0.5, (500, 3))
+    sup = ScanSupport(pts.astype(np.float32), point_spacing(pts), rng.integers(0, 256, (500, 3), dtype=np.uint8))
+    model = Siren(ModelConfig(width=16, hidden_layers=1))
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, UNIT, {}, support=sup)
+    back = load_checkpoint(path).support
+    assert back is not None
+    assert np.array_equal(back.points, sup.points) and np.array_equal(back.spacing, sup.spacing)
+    assert np.array_equal(back.colors, sup.colors)
+    # A file written before the support existed still loads, without one.
+    save_checkpoint(path, model, UNIT, {})
+    assert load_checkpoint(path).support is None
+
+    good = sup.to_tensors()
+    bad_cases = {
+        "spacing NaN": {**good, "spacing": torch.full((500,), float("nan"))},
+        "points 2-D wrong": {**good, "points": torch.zeros(500, 2)},
+        "colours float": {**good, "colors": torch.zeros(500, 3)},
+        "spacing short": {**good, "spacing": good["spacing"][:10]},
+        "not tensors": {"points": [1, 2, 3]},
+    }
+    for what, bad in bad_cases.items():
+        payload = torch.load(tmp_path / "model.pt", weights_only=True)
+        payload["support"] = bad
+        torch.save(payload, path)
+        with pytest.raises(Siren3dError, match=r"model\.pt: model file's scan support is invalid"):
+            load_checkpoint(path)
+
+
+def test_trim_setting_parses_auto_off_and_spacings():
+    assert parse_trim("auto") == "auto" and parse_trim(" OFF ") == "off" and parse_trim("2.5") == 2.5
+    for bad in ("0", "-1", "nan", "inf", "some"):
+        with pytest.raises(ValueError):
+            parse_trim(bad)
+    with pytest.raises(SettingError, match="trim"):
+        MeshConfig(trim="-3").validate()
+
+
+def test_cut_follows_the_level_line_keeps_the_winding_and_makes_no_slivers():
+    s = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    level = 0.1234
+    v, f, new = cut_mesh(s.vertices, s.faces, s.vertices[:, 0] - level)
+    cut = trimesh.Trimesh(v, f, process=False)
+    # The kept part is the zone x <= level: area 2 pi r (r + level) on the sphere.
+    assert cut.area == pytest.approx(2 * np.pi * (1 + level) * s.area / (4 * np.pi), rel=0.01)
+    assert (np.einsum("ij,ij->i", cut.face_normals, v[f].mean(1)) > 0).all()  # outward, as before
+    edge = np.median(s.edges_unique_length)
+    border = np.unique(cut.edges_sorted[trimesh.grouping.group_rows(cut.edges_sorted, require_count=1)])
+    assert len(border) > 20 and np.abs(v[border, 0] - level).max() < 0.25 * edge
+    assert new.sum() > 0 and np.allclose(v[new, 0], level, atol=1e-9)  # cut points lie on the line
+    assert _min_angles(v, f).min() > 10.0  # the sphere's own triangles are near-equilateral
+    assert face_areas(v, f).min() > 0.02 * np.median(face_areas(v, f))
+    assert cut.is_winding_consistent
+
+
+def test_auto_trims_the_unseen_side_and_keeps_holes_closed_a_distance_trims_both():
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=0.5)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    # One view: the points of the x > 0 half only.
+    half = _sphere_support(keep=lambda p: p[:, 0] > 0)
+    plan = plan_trim(v, f, half.distance(v), "auto", half)
+    assert plan.trimmed_regions == 1
+    gone = plan.value > 0
+    assert gone[v[:, 0] < -0.1].all() and not gone[v[:, 0] > 0].any()
+    # A complete scan with a hole of 5 % of the diagonal (the bunny's base holes are up to ~7 %).
+    diag = 1.0 * np.sqrt(3)
+    holed = _sphere_support(keep=lambda p: np.linalg.norm(p - [0, 0, 0.5], axis=1) > 0.025 * diag)
+    plan = plan_trim(v, f, holed.distance(v), "auto", holed)
+    assert plan.regions >= 1 and plan.trimmed_regions == 0 and not (plan.value > 0).any()
+    plan = plan_trim(v, f, holed.distance(v), 3.0, holed)
+    assert (plan.value > 0).any() and (plan.value > 0)[np.argmax(v[:, 2])]
+    # A region that reaches the box's edge goes, however small.
+    edge = np.zeros(len(v), dtype=bool)
+    edge[np.argmax(v[:, 2])] = True
+    assert plan_trim(v, f, holed.distance(v), "auto", holed, at_box_edge=edge).trimmed_regions == 1
+    assert AUTO_DEPTH * holed.diagonal > 0.025 * diag
+
+
+def test_a_measured_inner_wall_is_kept_and_an_unsupported_inner_shell_dropped():
+    """A hollow ball scanned inside and out (a cut-open shell, say) keeps its inner wall; the same
+    inner shell with no scan points on it is a fitting artefact and goes."""
+    from siren3d.meshing import drop_inner_shells
+    from siren3d.support import shell_supported
+
+    outer = trimesh.creation.icosphere(subdivisions=4, radius=0.8)
+    inner = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    inner.apply_translation([0.03, -0.02, 0.05])
+    inner.invert()  # the inner wall faces into the cavity
+    both = trimesh.util.concatenate([outer, inner])
+    v, f = np.asarray(both.vertices), np.asarray(both.faces)
+    walls = _sphere_support(20_000, 0.8)
+    pts = np.concatenate([walls.points, 0.5 * walls.points[:5000] + [0.03, -0.02, 0.05]])
+    hollow = ScanSupport(pts.astype(np.float32), point_spacing(pts))
+
+    def asks(sup):
+        return lambda pv, pf: shell_supported(pv, pf, sup)
+
+    _, f1, dropped, kept = drop_inner_shells(v, f, supported=asks(hollow))
+    assert (dropped, kept) == (0, 1) and len(f1) == len(f)
+    _, f2, dropped, kept = drop_inner_shells(v, f, supported=asks(walls))
+    assert (dropped, kept) == (1, 0) and len(f2) == len(outer.faces)
