@@ -40,6 +40,7 @@ class Scan:
 
     points: (N, 3) float64, the scan's own coordinates and units.
     normals: (N, 3) float32, unit length, pointing out of the object.
+    colors: (N, 3) or (N, 4) uint8 RGB(A) per point, or None.
     """
 
     points: np.ndarray
@@ -48,6 +49,7 @@ class Scan:
     normals_estimated: bool = False
     from_mesh: bool = False
     notes: list[str] = field(default_factory=list)
+    colors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
