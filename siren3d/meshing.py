@@ -47,6 +47,9 @@ from .topology import face_components, is_watertight, keep_faces
 log = logging.getLogger(__name__)
 
 EXPORT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
+#: After trimming, a small piece (min_component) is kept if its area is that of this many scan points
+#: (their spacing squared): scanned surface seen apart from the rest, not a stray bit.
+TRIM_PIECE_POINTS = 20
 #: Field values this close to the level (in cells) count as just outside it (see marching_cubes).
 SNAP = 1e-4
 _DEFAULTS = MeshConfig()
@@ -329,7 +332,7 @@ def _ray_crossings(origin: np.ndarray, direction: np.ndarray, tri: np.ndarray) -
 _RAYS = np.array([[0.5773, 0.5812, 0.5736], [-0.7071, 0.3090, 0.6358], [0.2113, -0.9012, 0.3785]])
 
 
-def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20, supported=None):
+def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20, supported=None, extra=()):
     """Drop closed pieces that lie inside the largest piece and that the scan does not support: a
     pocket of the wrong sign left by the fit. A hollow object's measured inner wall is supported
     and stays.
@@ -337,12 +340,12 @@ def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int =
     A piece is inside when rays from one of its vertices cross the largest piece an odd number of
     times (majority of three rays). Only the ``max_tested`` largest other pieces are tested.
     ``supported(vertices, faces) -> bool`` says whether the scan supports an inside piece (None:
-    no scan to ask, every inside piece goes). Returns (vertices, faces, pieces dropped, inside
-    pieces kept as supported).
+    no scan to ask, every inside piece goes). ``extra``: per-vertex arrays (or None) reindexed
+    alike. Returns (vertices, faces, pieces dropped, inside pieces kept as supported, *extra).
     """
     n, labels = face_components(faces)
     if n <= 1:
-        return vertices, faces, 0, 0
+        return (vertices, faces, 0, 0, *extra)
     counts = np.bincount(labels, minlength=n)
     order = np.argsort(-counts)
     tri = np.asarray(vertices, dtype=np.float64)[faces[labels == order[0]]]
@@ -356,9 +359,9 @@ def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int =
             else:
                 inner.append(c)
     if not inner:
-        return vertices, faces, 0, kept
-    v, f = keep_faces(vertices, faces, ~np.isin(labels, inner))
-    return v, f, len(inner), kept
+        return (vertices, faces, 0, kept, *extra)
+    v, f, *rest = keep_faces(vertices, faces, ~np.isin(labels, inner), *extra)
+    return (v, f, len(inner), kept, *rest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +404,8 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
         grid = Grid.cube(res, cfg.pad)
     _check_memory(estimate_memory(res, cfg.method, block=cfg.block), res)
     t0 = time.perf_counter()
-    model.eval()
+    if isinstance(model, torch.nn.Module):  # else a plain function of unit-box points (siren3d.field)
+        model.eval()
     unit_level = cfg.level / normalization.scale
     snap = SNAP * grid.h
     extra = {}
@@ -421,28 +425,42 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
     if len(f) == 0:
         lo, hi = field_range if cfg.method == "dense" else _field_range(model, grid, cfg.chunk)
         _no_crossing(normalization, cfg.level, unit_level, lo, hi)
-    # Small pieces go first (a question of faces alone), so that neither the box-edge warning
-    # nor the gradient pass below is spent on vertices that will not be written.
-    v, f, kept, dropped = drop_small_components(v, f, cfg.min_component)
-    inner = inner_kept = 0
-    if not cfg.keep_inner and kept > 1:
-        supported = None
-        if support is not None:
-            def supported(pv, pf):
-                return shell_supported(grid.points(pv), pf, support, offset=abs(unit_level))
-        v, f, inner, inner_kept = drop_inner_shells(v, f, supported=supported)
-        kept -= inner
     at_edge = ((v <= 1e-9) | (v >= grid.cells - 1e-9)).any(1)
     unit = grid.points(v)
-
-    distance, trimmed = None, {}
+    offset = abs(unit_level)  # an offset surface's distance to the scan counts from the offset
+    supported = None
     if support is not None:
-        # Distances from the level set's offset (level != 0) to the scan count from that offset.
-        distance = support.distance(unit, offset=abs(unit_level))
+        def supported(pv, pf):
+            return shell_supported(pv, pf, support, offset=offset)
+
+    # What would be trimmed is decided on the whole surface, before anything is dropped: on a
+    # partial scan the field's far side can be split by the box into pieces, some of them holding
+    # scanned surface, and none of those may go for being small next to the far side.
+    distance, plan, trimmed = None, None, {}
+    if support is not None:
+        distance = support.distance(unit, offset=offset)
         if trim != "off":
-            unit, f, distance, at_edge, kept, trimmed = _trim(unit, f, distance, at_edge, kept, trim, support, cfg,
-                                                             unit_level)
-            dropped += trimmed.pop("small_pieces")
+            plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset)
+            trimmed = {"unsupported_regions": plan.regions, "trimmed_regions": plan.trimmed_regions}
+    inner = inner_kept = 0
+    if plan is None or not (plan.value > 0).any():
+        # Nothing to trim (a complete scan): small pieces, then closed pieces inside the main one.
+        # Small pieces go first (a question of faces alone), so that neither the box-edge warning
+        # nor the gradient pass below is spent on vertices that will not be written.
+        unit, f, distance, at_edge, kept, dropped = drop_small_components(unit, f, cfg.min_component, distance,
+                                                                          at_edge)
+        if not cfg.keep_inner and kept > 1:
+            unit, f, inner, inner_kept, distance, at_edge = drop_inner_shells(unit, f, supported=supported,
+                                                                               extra=(distance, at_edge))
+            kept -= inner
+    else:
+        # Trimming: inner shells, the cut, then the pieces left small next to the largest kept one.
+        if not cfg.keep_inner and face_components(f)[0] > 1:
+            unit, f, inner, inner_kept, distance, at_edge, value = drop_inner_shells(
+                unit, f, supported=supported, extra=(distance, at_edge, plan.value))
+            plan.value = value
+        unit, f, distance, at_edge, kept, dropped, trimmed = _trim(unit, f, distance, at_edge, plan, support, cfg,
+                                                                   offset, trimmed)
     touches = bool(at_edge.any())
 
     vnormals, level_error = None, None
@@ -451,7 +469,7 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
         level_error = {k: normalization.distance_to_scan(val) for k, val in rstats.items()
                        if cfg.refine or k.startswith("before")}
         if distance is not None and cfg.refine:
-            distance = support.distance(unit, offset=abs(unit_level))
+            distance = support.distance(unit, offset=offset)
     colors = support.colors_at(unit) if support is not None else None
     vertices = normalization.to_scan(unit)
     stats = MeshStats(res=res, method=cfg.method, backend=cfg.backend, seconds=time.perf_counter() - t0,
@@ -467,33 +485,38 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
     return MeshResult(vertices, f, vnormals, stats, distance, colors)
 
 
-def _trim(unit, faces, distance, at_edge, pieces: int, trim, support: ScanSupport, cfg: MeshConfig,
-          unit_level: float):
-    """Cut away what ``trim`` removes (see siren3d.support), then the pieces the cut left small.
+def _trim(unit, faces, distance, at_edge, plan, support: ScanSupport, cfg: MeshConfig, offset: float, stats: dict):
+    """Cut along ``plan`` (see siren3d.support), then drop the pieces left small (min_component).
 
-    Returns (unit vertices, faces, support distances, box-edge mask, pieces, stats for MeshStats).
+    Returns (unit vertices, faces, support distances, box-edge mask, pieces, small pieces dropped,
+    stats for MeshStats).
     """
-    plan = plan_trim(unit, faces, distance, trim, support, at_edge, offset=abs(unit_level))
-    stats = {"unsupported_regions": plan.regions, "trimmed_regions": plan.trimmed_regions, "small_pieces": 0}
-    if not (plan.value > 0).any():
-        return unit, faces, distance, at_edge, pieces, stats
     before = float(face_areas(unit, faces).sum())
     unit, faces, distance, edge, new = cut_mesh(unit, faces, plan.value, distance, at_edge.astype(np.float64))
-    # A cut point lies on the box's face only where both ends of its edge did.
-    at_edge = edge >= 1.0
+    at_edge = edge >= 1.0  # a cut point lies on the box's face only where both ends of its edge do
     if len(faces) == 0:
         raise Siren3dError(f"trimming removed the whole surface: nowhere is it within {plan.threshold:g} point "
                            f"spacings of the scan; the fit probably failed (check loss.png), or use trim 'off'")
-    # The cut may leave isolated bits of surface (a patch near a few points in the middle of an
-    # unsupported region): they go like any other small piece.
-    unit, faces, distance, at_edge, new, n, small = drop_small_components(unit, faces, cfg.min_component, distance,
-                                                                          at_edge, new)
-    # Cut points: their own distance, not the interpolation of their edge's ends.
-    distance[new] = support.distance(unit[new], offset=abs(unit_level))
+    # The cut may leave bits of surface on their own (near a few points in the middle of an
+    # unsupported region): small pieces go, unless they hold scanned surface (a foot seen apart
+    # from the body), here: the area of TRIM_PIECE_POINTS scan points or more.
+    n, labels = face_components(faces)
+    counts = np.bincount(labels, minlength=n)
+    small_piece = counts < cfg.min_component * counts.max()
+    if small_piece.any():
+        sel = small_piece[labels]
+        _, j = support.tree.query(unit[faces[sel]].mean(1), workers=-1)
+        worth = np.bincount(labels[sel], weights=face_areas(unit, faces[sel]) / support.spacing[j] ** 2.0,
+                            minlength=n)
+        small_piece &= worth < TRIM_PIECE_POINTS
+    small = int(small_piece.sum())
+    if small:
+        unit, faces, distance, at_edge, new = keep_faces(unit, faces, ~small_piece[labels], distance, at_edge, new)
+        n -= small
+    distance[new] = support.distance(unit[new], offset=offset)  # their own, not interpolated
     after = float(face_areas(unit, faces).sum())
-    stats.update(trimmed_area=before - after, trimmed_fraction=(before - after) / before if before else 0.0,
-                 small_pieces=small)
-    return unit, faces, distance, at_edge, n, stats
+    stats = {**stats, "trimmed_area": before - after, "trimmed_fraction": (before - after) / before if before else 0.0}
+    return unit, faces, distance, at_edge, n, small, stats
 
 
 def _no_crossing(normalization: Normalization, level: float, unit_level: float, lo: float, hi: float):

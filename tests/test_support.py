@@ -136,6 +136,14 @@ def test_auto_trims_the_unseen_side_and_keeps_holes_closed_a_distance_trims_both
     edge[np.argmax(v[:, 2])] = True
     assert plan_trim(v, f, holed.distance(v), "auto", holed, at_box_edge=edge).trimmed_regions == 1
     assert AUTO_DEPTH * holed.diagonal > 0.025 * diag
+    # A ghost (a piece of its own, far from every point) does not make a complete scan open.
+    ghost = trimesh.creation.icosphere(subdivisions=2, radius=0.1)
+    ghost.apply_translation([0.0, 0.0, 0.85])
+    both = trimesh.util.concatenate([sphere, ghost])
+    vb, fb = np.asarray(both.vertices), np.asarray(both.faces)
+    full = _sphere_support()
+    plan = plan_trim(vb, fb, full.distance(vb), "auto", full)
+    assert plan.regions >= 1 and plan.trimmed_regions == 0 and not (plan.value > 0).any()
 
 
 def test_a_measured_inner_wall_is_kept_and_an_unsupported_inner_shell_dropped():
@@ -161,3 +169,37 @@ def test_a_measured_inner_wall_is_kept_and_an_unsupported_inner_shell_dropped():
     assert (dropped, kept) == (0, 1) and len(f1) == len(f)
     _, f2, dropped, kept = drop_inner_shells(v, f, supported=asks(walls))
     assert (dropped, kept) == (1, 0) and len(f2) == len(outer.faces)
+
+
+def test_scanned_bits_apart_from_the_rest_survive_trimming_and_stray_islands_do_not():
+    """An exact field: a ball and, apart from it, a small ball (1.6 % of the big one's area, so
+    min_component alone would drop it). The scan saw one side of each, and a few stray points on
+    the far side of the big one. Trimming keeps both seen sides and no island around the strays."""
+    from siren3d.meshing import extract_mesh
+    from siren3d.synthetic import sphere
+
+    big, small = sphere(0.6), sphere(0.075, center=(0.72, 0.0, 0.0))
+
+    def field(p):
+        return np.minimum(big(p), small(p))
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(40_000, 3))
+    a = 0.6 * a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = rng.normal(size=(3_000, 3))
+    b = 0.075 * b / np.linalg.norm(b, axis=1, keepdims=True) + [0.72, 0, 0]
+    seen = np.concatenate([a[a[:, 2] > 0], b[b[:, 2] > 0]])
+    strays = np.array([[0.0, 0.0, -0.6], [0.3, 0.2, -0.5], [-0.25, -0.3, -0.48]])
+    strays *= 0.6 / np.linalg.norm(strays, axis=1, keepdims=True)
+    pts = np.concatenate([seen, strays])
+    sup = ScanSupport(pts.astype(np.float32), point_spacing(pts))
+    kw = dict(res=96, normals=False)
+    whole = extract_mesh(field, UNIT, support=sup, trim="off", **kw)
+    assert whole.stats.components == 1 and whole.stats.dropped_components == 1  # as before: the small ball goes
+    mesh = extract_mesh(field, UNIT, support=sup, **kw)
+    assert mesh.stats.trimmed_regions >= 2 and 0.4 < mesh.stats.trimmed_fraction < 0.6
+    assert mesh.stats.components == 2 and mesh.stats.dropped_components == 3  # the strays' islands
+    pieces = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).split(only_watertight=False)
+    centres = sorted(p.vertices.mean(0)[0] for p in pieces)
+    assert centres[0] == pytest.approx(0.0, abs=0.05) and centres[1] == pytest.approx(0.72, abs=0.02)
+    assert mesh.vertices[:, 2].min() > -0.05  # nothing left of the far sides
