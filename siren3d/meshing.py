@@ -438,9 +438,11 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
     # scanned surface, and none of those may go for being small next to the far side.
     distance, plan, trimmed = None, None, {}
     if support is not None:
-        distance = support.distance(unit, offset=offset)
-        if trim != "off":
-            plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset)
+        if trim == "off":
+            distance = support.distance(unit, offset=offset)
+        else:  # exact only as far as it matters to the trim (inf beyond): far searches are slow
+            absolute, distance = support.nearest(unit, offset=offset, bound=support.bound(trim))
+            plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset, absolute=absolute)
             trimmed = {"unsupported_regions": plan.regions, "trimmed_regions": plan.trimmed_regions}
     inner = inner_kept = 0
     if plan is None or not (plan.value > 0).any():
@@ -454,13 +456,23 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
                                                                                extra=(distance, at_edge))
             kept -= inner
     else:
-        # Trimming: inner shells, the cut, then the pieces left small next to the largest kept one.
-        if not cfg.keep_inner and face_components(f)[0] > 1:
+        # Trimming: pieces the cut removes whole go first (no inner-shell test spent on them), then
+        # inner shells, the cut, and the pieces left small next to the largest kept one.
+        area_before = float(face_areas(unit, f).sum())
+        n, labels = face_components(f)
+        stays = np.zeros(n, dtype=bool)
+        stays[labels[(plan.value[f] <= 0).any(1)]] = True
+        if not stays.all():
+            unit, f, distance, at_edge, plan.value = keep_faces(unit, f, stays[labels], distance, at_edge, plan.value)
+        if not cfg.keep_inner and int(stays.sum()) > 1:
             unit, f, inner, inner_kept, distance, at_edge, value = drop_inner_shells(
                 unit, f, supported=supported, extra=(distance, at_edge, plan.value))
             plan.value = value
         unit, f, distance, at_edge, kept, dropped, trimmed = _trim(unit, f, distance, at_edge, plan, support, cfg,
-                                                                   offset, trimmed)
+                                                                   offset, trimmed, area_before)
+    if distance is not None and not np.isfinite(distance).all():  # beyond the bound, kept: now exactly
+        far = ~np.isfinite(distance)
+        distance[far] = support.distance(unit[far], offset=offset)
     touches = bool(at_edge.any())
 
     vnormals, level_error = None, None
@@ -485,13 +497,12 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
     return MeshResult(vertices, f, vnormals, stats, distance, colors)
 
 
-def _trim(unit, faces, distance, at_edge, plan, support: ScanSupport, cfg: MeshConfig, offset: float, stats: dict):
+def _trim(unit, faces, distance, at_edge, plan, support: ScanSupport, cfg: MeshConfig, offset: float, stats: dict,
+          before: float):
     """Cut along ``plan`` (see siren3d.support), then drop the pieces left small (min_component).
-
-    Returns (unit vertices, faces, support distances, box-edge mask, pieces, small pieces dropped,
-    stats for MeshStats).
+    ``before``: the area before trimming (unit box). Returns (unit vertices, faces, support
+    distances, box-edge mask, pieces, small pieces dropped, stats for MeshStats).
     """
-    before = float(face_areas(unit, faces).sum())
     unit, faces, distance, edge, new = cut_mesh(unit, faces, plan.value, distance, at_edge.astype(np.float64))
     at_edge = edge >= 1.0  # a cut point lies on the box's face only where both ends of its edge do
     if len(faces) == 0:

@@ -130,10 +130,30 @@ class ScanSupport:
         """Support distance of unit-box points x (N, 3): the distance to the nearest scan point, in
         that point's local spacings. ``offset`` (unit box) is subtracted first: the distance of an
         offset surface from the offset of the scan. Returns (N,) float32."""
+        return self.nearest(x, offset)[1]
+
+    def nearest(self, x: np.ndarray, offset: float = 0.0, bound: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(distance to the nearest scan point (N,) float64, unit box; the support distance (N,)
+        float32) of unit-box points x (N, 3). With ``bound``, points farther than it get inf in both:
+        the search for far points is what costs (the far side of a single view: 7 s for 120k vertices
+        at res 256, 2 s for all 220k with a bound)."""
         if len(x) == 0:
-            return np.zeros(0, dtype=np.float32)
-        d, j = self.tree.query(np.asarray(x, dtype=np.float64), k=1, workers=-1)
-        return (np.maximum(d - offset, 0.0) / self.spacing[j]).astype(np.float32)
+            return np.zeros(0), np.zeros(0, dtype=np.float32)
+        d, j = self.tree.query(np.asarray(x, dtype=np.float64), k=1, workers=-1,
+                               distance_upper_bound=np.inf if bound is None else bound + offset)
+        far = ~np.isfinite(d)
+        d = np.maximum(d - offset, 0.0)
+        spacing = self.spacing[np.minimum(j, len(self.points) - 1)]
+        return d, np.where(far, np.inf, d / spacing).astype(np.float32)
+
+    def bound(self, trim) -> float:
+        """How far (unit box) support distances must be exact for ``trim`` ('auto' or spacings) to
+        decide what goes: anything farther goes anyway."""
+        far = float(self.spacing.max())
+        if trim == "auto":
+            return 1.01 * max(AUTO_DEPTH * self.diagonal, max(AUTO_HOLE_SPACINGS, AUTO_SPACINGS) * far)
+        return 1.01 * float(trim) * far
 
     def colors_at(self, x: np.ndarray, k: int = COLOR_K) -> np.ndarray | None:
         """Colours (N, C) uint8 at unit-box points x (N, 3): the colours of the k nearest scan points,
@@ -196,8 +216,9 @@ def _edge_index(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     corners i and i+1."""
     e = np.stack([faces, np.roll(faces, -1, axis=1)], -1).reshape(-1, 2)
     e = np.sort(e, axis=1)
-    edges, inverse = np.unique(e, axis=0, return_inverse=True)
-    return edges, inverse.reshape(len(faces), 3)
+    span = int(faces.max()) + 1 if len(faces) else 1
+    keys, first, inverse = np.unique(e[:, 0] * span + e[:, 1], return_index=True, return_inverse=True)
+    return e[first], inverse.reshape(len(faces), 3)
 
 
 def unsupported_regions(faces: np.ndarray, outside: np.ndarray) -> tuple[int, np.ndarray]:
@@ -233,14 +254,16 @@ class TrimPlan:
 
 
 def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, trim, support: ScanSupport,
-              at_box_edge: np.ndarray | None = None, offset: float = 0.0) -> TrimPlan:
+              at_box_edge: np.ndarray | None = None, offset: float = 0.0, absolute: np.ndarray | None = None
+              ) -> TrimPlan:
     """Decide what ``trim`` ('auto' or a distance in spacings) removes from a mesh.
 
-    vertices: (V, 3) unit box; distance: (V,) support distances; at_box_edge: (V,) bool, vertices on
-    the meshing box's faces (auto removes every unsupported region that reaches them); offset: see
-    ScanSupport.distance.
+    vertices: (V, 3) unit box; distance: (V,) support distances (inf: beyond support.bound(trim));
+    at_box_edge: (V,) bool, vertices on the meshing box's faces (auto removes every unsupported
+    region that reaches them); offset: see ScanSupport.distance; absolute: (V,) the distances in
+    unit-box units, if known (ScanSupport.nearest).
     """
-    distance = np.asarray(distance, dtype=np.float64)
+    distance = np.minimum(np.asarray(distance, dtype=np.float64), 1e9)  # inf: far, as far as it matters
     if trim != "auto":
         t = float(trim)
         outside = distance > t
@@ -253,9 +276,12 @@ def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, tri
     if n == 0:
         return TrimPlan(value, 0, 0, t)
     # How far each region gets from the scan, in unit-box units (the distance itself, not in spacings).
-    far = np.zeros(len(vertices))
     inside = labels >= 0
-    far[inside] = support.tree.query(np.asarray(vertices[inside], dtype=np.float64), k=1, workers=-1)[0] - offset
+    if absolute is not None:
+        far = np.asarray(absolute, dtype=np.float64)
+    else:
+        far = np.zeros(len(vertices))
+        far[inside] = support.nearest(vertices[inside], offset)[0]
     depth = np.zeros(n)
     np.maximum.at(depth, labels[inside], far[inside])
     open_side = depth > AUTO_DEPTH * support.diagonal
