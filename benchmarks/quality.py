@@ -15,19 +15,30 @@ Scans (``../shared/data``, see its README): ``bunny`` and ``lucy`` are meshes an
 themselves: inputs are area-weighted samples on their faces with face normals, and scores sample the
 mesh again with another seed. ``gargoyle_scan`` is a raw scan with no ground truth: the reference is the
 whole scan (its points and normals), inputs are seeded subsets of it, so its scores say how faithfully a
-method reproduces its input (for the clean regime, the input is the reference). Without
-``../shared/data`` the scan is ``synthetic``: the project's sample shape (siren3d.synthetic,
-data/make_sample.py) meshed by marching cubes at res 256, in the same millimetre-like frame.
+method reproduces its input (for the clean regime, the input is the reference). A path (a mesh, such
+as a fetched statue kept outside the project, or a scan) is used the same way.
+
+Analytic shapes (siren3d.synthetic, exact signed distances), meshed by marching cubes of that distance
+and placed in the millimetre-like frame of data/make_sample.py (x 60, away from the origin):
+``synthetic`` the project's sample shape (a ring, a thin post, a dented ball; res 256), ``cad`` a machined
+plate (flat faces, sharp edges, chamfers, rounded corners, two through-holes and a slot: "orange peel"
+and sharp edges; res 512) and ``thin`` thin and sharp parts (fins 3.6 down to 1.2 mm thick on a 3.6 mm
+base, a knife edge, a spike; res 512). Without ``../shared/data`` the default scan is ``synthetic``.
 
 Regimes: ``clean`` 100,000 points; ``noisy`` the same with isotropic Gaussian noise of standard deviation
 0.5 % of the reference's bounding-box diagonal on the positions (normals stay exact, as a scanner's
 would be roughly); ``sparse`` 5,000 points.
 
-    python benchmarks/quality.py [--scans bunny lucy gargoyle_scan] [--regimes clean noisy sparse]
+    python benchmarks/quality.py [--scans bunny lucy gargoyle_scan cad thin PATH] [--regimes clean noisy sparse]
         [--steps N] [--fit-args "--init sphere --lr 2e-4"] [--res 512] [--depth 9] [--samples 200000]
-        [--seed 0] [--keep DIR] [--quick] [--no-poisson]
+        [--seed 0] [--keep DIR] [--quick] [--no-poisson] [--render [DIR]]
 
 ``--no-poisson`` scores siren3d alone (for a machine without Open3D, such as a GPU box): no ratios.
+
+``--render [DIR]`` also draws each case (PyVista offscreen, benchmarks/side_by_side.py): reference,
+siren3d and Poisson side by side with one camera (``SCAN-REGIME.png``, 3 panels of 400x400), and the
+same three close up where siren3d is farthest from the reference (``SCAN-REGIME-closeup.png``); the
+JSON line names the files.
 
 ``--quick`` shrinks everything (2,000/2,000/500 points, 60 steps of a small network, res 64, depth 6,
 20,000 score samples) to smoke-test the script in a few minutes; its numbers mean nothing.
@@ -47,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
+from siren3d.config import ScoreConfig
 from siren3d.io import sample_mesh_surface, save_points_ply
 from siren3d.metrics import bounds, load_mesh, load_reference, score_mesh
 
@@ -59,33 +71,35 @@ REGIMES = {  # name: (input points, noise as a fraction of the reference diagona
 }
 QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500}
 QUICK_FIT = ["--steps", "60", "--batch", "1024", "--width", "32", "--hidden-layers", "2", "--init", "sphere"]
+#: Where --render writes its PNGs when given no folder (runs/ is ignored by git).
+RENDER_DIR = Path("runs") / "quality-renders"
 #: Keys of score_mesh() that describe the reference, not the method: reported once per case.
 REFERENCE_KEYS = ("reference_kind", "reference_diagonal", "samples_reference")
 
 
-def synthetic_reference():
-    """The project's sample shape as a trimesh, in the frame data/make_sample.py uses."""
-    import mcubes
+#: Analytic shapes (siren3d.synthetic): name -> (sdf factory name, marching-cubes resolution of the reference).
+ANALYTIC = {"synthetic": ("sample_shape", 256), "cad": ("cad_part", 512), "thin": ("thin_parts", 512)}
+
+
+def analytic_reference(name: str):
+    """An analytic shape as a trimesh: marching cubes of its exact signed distance over the unit box,
+    mapped into the millimetre-like frame data/make_sample.py uses (x 60 mm, offset)."""
     import trimesh
 
-    from siren3d.meshing import grid_axis
-    from siren3d.synthetic import sample_shape
+    from siren3d import synthetic
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
     from make_sample import OFFSET, SCALE
 
-    res = 256
-    ax = grid_axis(res)
-    grid = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), axis=-1).reshape(-1, 3)
-    v, f = mcubes.marching_cubes(sample_shape()(grid).reshape(res, res, res), 0.0)
-    v = -1.0 + v * (2.0 / (res - 1))
-    return trimesh.Trimesh(v * SCALE + OFFSET, np.asarray(f, dtype=np.int64)[:, ::-1], process=True)
+    factory, res = ANALYTIC[name]
+    v, f = synthetic.mesh_sdf(getattr(synthetic, factory)(), res=res, scale=SCALE, offset=OFFSET)
+    return trimesh.Trimesh(v, f, process=True)
 
 
 def load_case_reference(name: str, data: Path, seed: int):
     """(reference, label): a trimesh or a Scan."""
-    if name == "synthetic":
-        return synthetic_reference(), "synthetic"
+    if name in ANALYTIC:
+        return analytic_reference(name), name
     path = Path(name)
     if not path.exists():
         path = data / f"{name}.ply"
@@ -155,21 +169,45 @@ def score(mesh_path: Path | None, reference, samples: int, seed: int) -> dict:
     return {k: (round(v, 7) if isinstance(v, float) else v) for k, v in scores.items()}
 
 
+def render(reference, label: str, regime: str, siren_mesh: Path | None, siren_scores: dict,
+           poisson_mesh: Path | None, poisson_scores: dict, folder: Path, size: int, seed: int) -> dict:
+    """The case's side-by-side renders (benchmarks/side_by_side.py); {"png": [paths], "closeup": why}
+    or {"error": ...}: a render that fails never loses the case's scores."""
+    from side_by_side import render_case
+
+    def tag(name: str, scores: dict) -> str:
+        return f"{name}  CD {scores['chamfer_l1_rel']:.5f}  NC {scores['normal_consistency']:.3f}" if scores else name
+
+    meshes = {tag("siren3d", siren_scores): siren_mesh}
+    if poisson_mesh is not None or poisson_scores:
+        meshes[tag("Poisson", poisson_scores)] = poisson_mesh
+    try:
+        paths, why = render_case(reference, meshes, folder / f"{label}-{regime}.png", label, size=size, seed=seed)
+    except Exception as e:  # noqa: BLE001 - e.g. no OpenGL here: say so in the JSON line
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+    return {"png": [str(p) for p in paths], "closeup": why}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scans", nargs="+", default=None,
-                    help=f"names in --data ({' '.join(SCANS)}), 'synthetic', or paths [default: all found]")
+                    help=f"names in --data ({' '.join(SCANS)}), analytic shapes ({' '.join(ANALYTIC)}) or "
+                         "paths of meshes / scans [default: the scans found, else synthetic]")
     ap.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(REGIMES))
     ap.add_argument("--data", type=Path, default=DATA, help="folder of the scans [default: ../shared/data]")
     ap.add_argument("--steps", type=int, default=None, help="passed to siren3d fit")
     ap.add_argument("--fit-args", default="", help="more siren3d fit options, one quoted string")
     ap.add_argument("--res", type=int, default=512, help="siren3d mesh --res")
     ap.add_argument("--depth", type=int, default=9, help="Poisson octree depth")
-    ap.add_argument("--samples", type=int, default=200_000, help="points per surface when scoring")
+    ap.add_argument("--samples", type=int, default=ScoreConfig().samples, help="points per surface when scoring")
     ap.add_argument("--seed", type=int, default=0, help="seeds inputs, fits and scoring")
     ap.add_argument("--keep", type=Path, default=None, help="keep inputs and meshes under this folder")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to smoke-test the script")
     ap.add_argument("--no-poisson", action="store_true", help="score siren3d alone (no Open3D needed)")
+    ap.add_argument("--render", type=Path, nargs="?", const=RENDER_DIR, default=None, metavar="DIR",
+                    help=f"render reference / siren3d / Poisson side by side into DIR [default: {RENDER_DIR}]: "
+                         "SCAN-REGIME.png and SCAN-REGIME-closeup.png")
+    ap.add_argument("--render-size", type=int, default=400, help="pixels per panel side of the renders")
     args = ap.parse_args()
 
     fit_args = (QUICK_FIT if args.quick else []) + shlex.split(args.fit_args)
@@ -211,6 +249,9 @@ def main() -> None:
                     line["chamfer_ratio"] = round(siren_scores["chamfer_l1"] / poisson_scores["chamfer_l1"], 4)
                     line["normal_consistency_diff"] = round(
                         siren_scores["normal_consistency"] - poisson_scores["normal_consistency"], 5)
+                if args.render is not None:
+                    line["render"] = render(reference, label, regime, siren_mesh, siren_scores, poisson_mesh,
+                                            poisson_scores, args.render, args.render_size, args.seed)
                 print(json.dumps(line), flush=True)
     finally:
         if args.keep is None:

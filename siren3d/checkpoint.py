@@ -21,14 +21,15 @@ import os
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .config import ModelConfig
 from .errors import Siren3dError
 from .files import atomic_output
-from .model import ModelConfig, Siren
+from .model import Siren
 from .normalization import Normalization
 from .support import ScanSupport
 

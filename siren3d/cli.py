@@ -20,6 +20,7 @@ from .config import QUALITY_LEVELS, FitConfig, LoadConfig, MeshConfig, ScoreConf
 from .errors import Siren3dError
 from .runs import resolve_model
 
+EXIT_FAILED = 1  # siren3d batch: some scans failed (the others are done)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 #: setting path ('lr', 'model.w0') -> its option ('--lr', '--w0'), filled as the options are made
@@ -81,6 +82,7 @@ def main(verbose: bool) -> None:
       siren3d mesh --res 512        # mesh the most recent run -> runs/scan/mesh-512.ply
       siren3d view                  # slice the learned distance field (--screenshot out.png: no window)
       siren3d eval runs/scan/mesh-512.ply --ref scan.ply    # Chamfer, normals, F-score, pieces
+      siren3d batch scans/ --out results/   # many scans, one Ray task each -> results/summary.csv
     """
     _setup_logging(verbose)
 
@@ -120,13 +122,14 @@ def _click_type(f, default):
     return str
 
 
-def _setting_options(cfg, group: str, prefix: str = "", path: str = "") -> list:
-    """click options for the command-line settings of ``cfg`` (nested configs recurse); each option's
-    Python name is GROUP__PATH (e.g. fit__model__width) and its default None (= not given)."""
+def _setting_options(cfg, group: str, prefix: str = "", path: str = "", skip: tuple = ()) -> list:
+    """click options for the command-line settings of ``cfg`` (nested configs recurse) but those in
+    ``skip``; each option's Python name is GROUP__PATH (e.g. fit__model__width) and its default None
+    (= not given)."""
     options = []
     for f in fields(cfg):
         m, default = f.metadata, getattr(cfg, f.name)
-        if not m.get("cli", True):
+        if not m.get("cli", True) or f.name in skip:
             continue
         if is_dataclass(default):
             options += _setting_options(default, group, prefix + m.get("prefix", ""), f"{path}{f.name}__")
@@ -152,11 +155,11 @@ def _shown(default) -> str:
     return f"{default:,}" if isinstance(default, int) else str(default)
 
 
-def setting_options(cfg, group: str):
-    """Decorator: every command-line setting of the config instance ``cfg`` as an option."""
+def setting_options(cfg, group: str, skip: tuple = ()):
+    """Decorator: every command-line setting of the config instance ``cfg`` as an option (but ``skip``)."""
 
     def decorate(fn):
-        for option in reversed(_setting_options(cfg, group)):
+        for option in reversed(_setting_options(cfg, group, skip=skip)):
             fn = option(fn)
         return fn
 
@@ -183,7 +186,7 @@ def _group(settings: dict, group: str) -> dict:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @_user_errors
 def fit(scan: Path, out: Path | None, quality: str, preset: str | None, resume: bool, quiet: bool, **settings) -> None:
-    """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, OBJ, OFF, STL)."""
+    """Fit a SIREN signed distance field to SCAN (PLY, XYZ, PTS, PCD, NPY/NPZ, LAS/LAZ, E57, OBJ, OFF, STL)."""
     from .files import check_output_dir
     from .io import load_scan
     from .runs import default_run_dir
@@ -333,6 +336,66 @@ def eval_(mesh_path: Path, ref: Path, as_json: bool, **settings) -> None:
     config = with_overrides(ScoreConfig(), _group(settings, "score"))
     scores = score_mesh(mesh_path, ref, n_samples=config.samples, seed=config.seed)
     click.echo(json.dumps(scores) if as_json else format_table(scores))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="SCANS...")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Results folder: <out>/<scan name>/ per scan, <out>/summary.csv and .json.")
+@click.option("--quality", type=click.Choice(list(QUALITY_LEVELS)), default="default", show_default=True,
+              help="Time against detail, as in 'siren3d fit'.")
+@setting_options(FitConfig(), "fit", skip=("device",))
+@setting_options(MeshConfig(), "mesh", skip=("device",))
+@setting_options(LoadConfig(), "load")
+# Ray
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Scans at once [default: CPUs / threads, of this machine or the cluster].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads (and CPUs reserved) per scan [default: 1].")
+@click.option("--gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs reserved per scan (0.5: two scans share one); >0 fits and meshes on CUDA.")
+@click.option("--address", default=None,
+              help="A running Ray cluster: 'auto' or HOST:PORT (see 'ray start --head') "
+                   "[default: Ray on this machine].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def batch(inputs, out: Path, quality: str, workers, threads, gpus, address, quiet, **settings) -> None:
+    """Fit and mesh many scans, one Ray task each: files, folders (their scan files) and globs.
+
+    Every option of 'siren3d fit' and 'siren3d mesh' applies to each scan.
+
+    \b
+    Each scan gets OUT/<name>/ (model.pt, fit.json, mesh-RES.ply, mesh-RES.json); OUT/summary.csv
+    and summary.json have a row per scan. Rerunning the same command continues it: finished scans
+    are skipped, interrupted fits resume, failed scans are tried again. Exit status 1 when a scan
+    failed, 130 when interrupted (Ctrl-C).
+    \b
+      siren3d batch scans/ more/*.ply --out results --res 512
+      siren3d batch scans/ --address auto      # a cluster started with 'ray start --head'
+    """
+    from .batch import BatchInterrupted, run
+
+    config = fit_config(quality, **_group(settings, "fit"))
+    mesh_config = with_overrides(MeshConfig(), _group(settings, "mesh"))
+    load = with_overrides(LoadConfig(), _group(settings, "load"))
+    t0 = time.perf_counter()
+    try:
+        rows = run(inputs, out, config, mesh_config, load, workers=workers, threads=threads, gpus=gpus,
+                   address=address, progress=not quiet)
+    except BatchInterrupted as e:
+        click.echo(f"{e}; wrote {out}/summary.csv; the same command continues the batch", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # before any scan started
+        click.echo("interrupted before any scan started", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        click.echo(f"failed: {r['name']}: {r['error']}", err=True)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
+    click.echo(f"{len(rows)} scans in {time.perf_counter() - t0:.1f} s: {counts['done']} done, "
+               f"{counts['skipped']} skipped, {counts['failed']} failed; wrote {out}/summary.csv", err=True)
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

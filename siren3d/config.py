@@ -119,6 +119,20 @@ def with_overrides(cfg, overrides: dict):
     return replace(cfg, **direct)
 
 
+class Settings:
+    """Base of the config dataclasses: plain-data round trip and validation."""
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return from_dict(cls, d)
+
+    def validate(self) -> None:
+        validate(self)
+
+
 # --------------------------------------------------------------------------------------------
 # The settings
 
@@ -129,20 +143,52 @@ DEFAULT_MARGIN = 0.1
 MAX_RES = 2048
 
 
+def parse_point(text: str) -> tuple[float, ...]:
+    """'x,y,z' -> three floats (ValueError otherwise)."""
+    try:
+        nums = tuple(float(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        nums = ()
+    if len(nums) != 3 or not all(math.isfinite(v) for v in nums):
+        raise ValueError("expected three numbers: x,y,z (scan units)")
+    return nums
+
+
+OUTLIER_MODES = ("auto", "off")
+
+
 @dataclass
-class LoadConfig:
+class LoadConfig(Settings):
     """How a scan file becomes training points."""
 
     max_points: int = setting(2_000_000, "Subsample larger scans to this many points (seeded).", min=16)
     mesh_samples: int = setting(200_000, "Points sampled on the surface of a mesh given as input.", min=16,
                                 cli=False)
+    outliers: str = setting("auto", "Stray points: 'auto' drops isolated points far from the surface before "
+                            "fitting (a scale-free nearest-neighbour test; see siren3d.io.outliers); 'off' keeps "
+                            "all.", choices=OUTLIER_MODES)
+    viewpoint: tuple | None = setting(None, "Where the scanner stood, in scan units: estimated normals are turned "
+                                      "toward it (exact for a single view); overrides a sensor position in the "
+                                      "file.", metavar="X,Y,Z", parse=parse_point)
+
+    def __post_init__(self):
+        if self.viewpoint is not None:  # 'x,y,z' or any three numbers; validate() refuses the rest
+            try:
+                self.viewpoint = parse_point(self.viewpoint) if isinstance(self.viewpoint, str) else \
+                    tuple(float(v) for v in self.viewpoint)
+            except (TypeError, ValueError):
+                pass
 
     def validate(self) -> None:
-        validate(self)
+        super().validate()
+        vp = self.viewpoint
+        if vp is not None and not (isinstance(vp, tuple) and len(vp) == 3
+                                   and all(isinstance(v, float) and math.isfinite(v) for v in vp)):
+            raise SettingError(f"viewpoint must be three finite numbers x,y,z (scan units), got {vp!r}", "viewpoint")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     """Architecture of the SIREN; stored in every checkpoint."""
 
     width: int = setting(128, "Units per hidden layer.", min=1)
@@ -156,16 +202,9 @@ class ModelConfig:
     def __post_init__(self):
         validate(self)
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return from_dict(cls, d)
-
 
 @dataclass
-class LossWeights:
+class LossWeights(Settings):
     """Weight of each loss term (see siren3d.losses), and the off-surface sharpness alpha."""
 
     surface: float = setting(3e3, "Weight of |f| on scan points.", min=0)
@@ -174,15 +213,10 @@ class LossWeights:
     offsurface: float = setting(1e2, "Weight of exp(-alpha |f|) on uniform points.", min=0)
     sign: float = setting(1e3, "Weight of the inside/outside term on off-surface points (0: off, as in the paper).",
                           min=0)
+    distance: float = setting(1e3, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
+                              "scan: f a true distance in the whole box (0: off, as in the paper).", min=0)
     alpha: float = setting(100.0, "Sharpness of the off-surface term exp(-alpha |f|).", positive=True,
                            flag="offsurface-alpha")
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LossWeights":
-        return from_dict(cls, {k: float(v) for k, v in (d or {}).items()})
 
 
 GRAD_METHODS = ("auto", "fused", "fused-bf16", "analytic", "autograd")
@@ -191,7 +225,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class FitConfig:
+class FitConfig(Settings):
     """Everything that decides a fit; saved in model.pt and fit.json."""
 
     steps: int = setting(1200, "Optimizer steps.", min=1)
@@ -208,7 +242,11 @@ class FitConfig:
     device: str = setting("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'.", choices=DEVICES)
     grad: str = setting("auto", "How grad f and its backward are computed: 'fused' (hand-written backward), "
                         "'fused-bf16' (its adjoint products in bfloat16), 'analytic' or 'autograd'; 'auto': "
-                        "fused-bf16 on CPUs that multiply bf16 natively, else fused.", choices=GRAD_METHODS)
+                        "the faster of fused and fused-bf16 on this CPU (timed once, cached), fused on CUDA.",
+                        choices=GRAD_METHODS)
+    grad_auto: dict | None = setting(None, "How grad 'auto' chose: the method, the points/s it measured for each "
+                                     "and whether they came from the cache (siren3d.autotune); filled in by fit.",
+                                     cli=False)
     noise: str = setting("auto", "Treat the scan as clean ('low') or noisy ('high': trust the normals more); "
                          "'auto' measures it.", choices=NOISE_MODES)
     checkpoint_every: int = setting(500, "Steps between resumable checkpoints (0: only at the end).", min=0)
@@ -217,15 +255,6 @@ class FitConfig:
     model: ModelConfig = setting(default_factory=ModelConfig)
     loss: LossWeights = setting(default_factory=LossWeights, prefix="weight-")
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FitConfig":
-        return from_dict(cls, d)
-
-    def validate(self) -> None:
-        validate(self)
 
 
 def parse_bbox(text: str) -> tuple[float, ...]:
@@ -261,7 +290,7 @@ def parse_trim(text) -> str | float:
 
 
 @dataclass
-class MeshConfig:
+class MeshConfig(Settings):
     """How a fitted field becomes a mesh (``siren3d mesh`` and :func:`siren3d.extract_mesh`)."""
 
     res: int = setting(256, "Grid samples along the box's longest side.", min=8)
@@ -299,12 +328,6 @@ class MeshConfig:
         if self.bbox is not None:
             self.bbox = tuple(float(v) for v in self.bbox)
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MeshConfig":
-        return from_dict(cls, d)
 
     def validate(self) -> None:
         validate(self)
@@ -323,15 +346,12 @@ class MeshConfig:
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(Settings):
     """How ``siren3d eval`` compares a mesh with a reference (see siren3d.metrics)."""
 
     samples: int = setting(200_000, "Points sampled on each surface (two samples of 200,000 points from one "
                            "surface differ by a Chamfer-L1 of about 0.001 of the diagonal).", min=100)
     seed: int = setting(0, "Seeds the surface sampling.")
-
-    def validate(self) -> None:
-        validate(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +365,7 @@ PRESETS: dict[str, dict] = {
     # The SIREN paper's setting: 256 x 3 hidden, lr 1e-4, uniform off-surface points, large batches.
     "paper": {"noise": "low", "steps": 10000, "batch": 250_000, "uniform_ratio": 1.0, "near_ratio": 0.0,
               "lr": 1e-4, "lr_final": 1.0, "warmup": 0, "model.width": 256, "model.hidden_layers": 3,
-              "model.init": "siren", "loss.sign": 0.0},
+              "model.init": "siren", "loss.sign": 0.0, "loss.distance": 0.0},
 }
 QUALITY_LEVELS = ("fast", "default", "high")
 

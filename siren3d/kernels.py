@@ -142,9 +142,10 @@ class _SirenValueAndGrad(torch.autograd.Function):
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so bf16 matrix products
-    run about twice as fast as fp32 ones. Read from the CPU's flags, not timed, so the choice it
-    drives is the same on every run on one machine."""
+    """Whether this CPU's flags say it multiplies bfloat16 natively (AVX512-BF16 or AMX).
+
+    Informational only: the flags do not say whether the bf16 path is faster (on an Intel CPU with
+    AMX it was slower at the default batch), so ``grad='auto'`` times it (:mod:`siren3d.autotune`)."""
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except Exception:  # noqa: BLE001 - a private torch API: no answer means no

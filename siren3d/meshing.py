@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .config import MeshConfig, parse_trim
 from .errors import Siren3dError
@@ -378,13 +377,17 @@ def estimate_memory(res: int, method: str, active_blocks: int | None = None, blo
     return int(faces * 150 + 2 ** 20 * 100)
 
 
-def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig | None = None, *,
+def extract_mesh(model, normalization: Normalization, config: MeshConfig | None = None, *,
                  support: ScanSupport | None = None, progress: bool = False, **settings) -> MeshResult:
     """The ``level`` set (scan units; 0: the surface) of ``model`` as a mesh in scan coordinates.
 
+    model: a :class:`Siren`, or any field as :mod:`siren3d.field` takes it (a callable unit-box points
+    (N, 3) -> signed distances (N,) in unit-box units, such as an analytic shape).
     ``config`` (default: MeshConfig(), exactly what ``siren3d mesh`` uses) with any of its fields
     overridden by keyword, e.g. ``extract_mesh(model, normalization, res=512)``. The network is
-    evaluated where its weights are (``config.device`` is for loading a model, see the CLI).
+    evaluated where its weights are (``config.device`` is for loading a model, see the CLI). A level
+    L is the offset surface at distance L outside the surface (inside for L < 0) where the field is
+    a distance.
     ``support``: the scan's support (``FitResult.support``, ``Checkpoint.support``; what ``siren3d
     mesh`` passes): it trims the surface the scan does not support (``trim``), keeps supported inner
     shells, and gives the vertices the scan's colours and their support distance. Without it nothing
@@ -404,9 +407,9 @@ def extract_mesh(model: Siren, normalization: Normalization, config: MeshConfig 
         grid = Grid.cube(res, cfg.pad)
     _check_memory(estimate_memory(res, cfg.method, block=cfg.block), res)
     t0 = time.perf_counter()
-    if isinstance(model, torch.nn.Module):  # else a plain function of unit-box points (siren3d.field)
+    if isinstance(model, Siren):
         model.eval()
-    unit_level = cfg.level / normalization.scale
+    unit_level = normalization.distance_to_unit(cfg.level)
     snap = SNAP * grid.h
     extra = {}
 

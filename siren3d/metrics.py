@@ -179,7 +179,7 @@ def load_reference(path: str | os.PathLike, seed: int = 0):
             mesh = None  # load_scan reads what trimesh cannot, and words its errors better
         if mesh is not None and len(mesh.faces):
             return mesh
-    return load_scan(spath, seed=seed)
+    return load_scan(spath, seed=seed, outliers="off")  # a reference is taken as it is
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-#: Fraction of the half-box left empty around the scan, so the surface never touches the box.
-DEFAULT_MARGIN = 0.1
+from .config import DEFAULT_MARGIN
+
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class Normalization:
     def distance_to_scan(self, d):
         """Signed distances in unit-box units -> scan units."""
         return d * self.scale
+
+    def distance_to_unit(self, d):
+        """Signed distances (an iso level, an offset) in scan units -> unit-box units."""
+        return d / self.scale
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,9 +5,12 @@ spurious surface survives far from the data) and, optionally, near the surface: 
 by Gaussian noise whose scale is the local point spacing (they shape the field where it matters).
 Optionally uniform off-surface points also get the side of the scan they lie on (``sign``): from
 their k nearest scan points, the sign of the distance-weighted sum of (x - p) . n. Points closer to
-the scan than a few point spacings get no sign (0): there noise decides the side. These uniform
-points are drawn from a fixed pool whose sides are computed once. A loss on this sign
-removes "ghost" surfaces far from the data that the SIREN losses alone leave behind.
+the scan than a few point spacings get no sign (0): there noise decides the side. Those with a side
+also get a *distance*: the distance to their nearest scan point, which away from the scan (where
+the point spacing is small against it) is the distance to the surface. These uniform points are
+drawn from a fixed pool whose sides and distances are computed once. Losses on the sign and on
+the signed distance remove "ghost" surfaces far from the data that the SIREN losses alone leave
+behind, and make the field a true distance in the whole box, not only next to the surface.
 All randomness comes from one torch.Generator whose state is saved for exact resume.
 """
 
@@ -26,9 +29,10 @@ class Batch:
     uniform: torch.Tensor   # (U, 3) uniform in the box
     near: torch.Tensor      # (M, 3) near-surface points (M may be 0)
     off_sign: torch.Tensor | None = None  # (U + M,) +1 outside, -1 inside, 0 unknown; None: not computed
+    off_distance: torch.Tensor | None = None  # (U + M,) unsigned distance to the scan where the side is known, else 0
 
 
-def local_spacing(points: np.ndarray, k: int = 8, max_points: int = 200_000) -> np.ndarray:
+def local_spacing(points: np.ndarray, k: int = 8) -> np.ndarray:
     """Distance to the k-th nearest neighbour of each point. points: (N, 3) -> (N,) float32."""
     from scipy.spatial import cKDTree
 
@@ -109,15 +113,19 @@ class Sampler:
             pool_gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
             pool = torch.rand(max(SIDE_POOL, self.n_uniform), 3, generator=pool_gen) * 2 - 1
             self._pool = pool.to(device)
-            self._pool_side = torch.as_tensor(self.side(pool.numpy())).to(device)
+            side, distance = self.side_and_distance(pool.numpy())
+            self._pool_side = torch.as_tensor(side).to(device)
+            self._pool_distance = torch.as_tensor(distance).to(device)
 
-    def side(self, x: np.ndarray) -> np.ndarray:
-        """+1 outside, -1 inside, 0 too close to the scan to tell; x: (M, 3) unit box -> (M,) float32."""
+    def side_and_distance(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The side (+1 outside, -1 inside, 0 too close to the scan to tell) and the distance to the
+        nearest scan point (0 where the side is 0) of unit-box points x (M, 3): two (M,) float32."""
         d, j = self._tree.query(x, k=self.sign_k, workers=-1)
         d, j = d.reshape(len(x), -1), j.reshape(len(x), -1)
         offset = x[:, None, :] - self._np_points[j]
         vote = (np.einsum("mkc,mkc->mk", offset, self._np_normals[j]) / np.maximum(d, 1e-9)).sum(1)
-        return (np.sign(vote) * (d[:, 0] > self.sign_min_distance)).astype(np.float32)
+        far = d[:, 0] > self.sign_min_distance
+        return (np.sign(vote) * far).astype(np.float32), (d[:, 0] * far).astype(np.float32)
 
     def sample(self) -> Batch:
         g = self.generator
@@ -134,10 +142,12 @@ class Sampler:
             near = (self.points[j] + noise * self.sigma[j, None]).clamp(-1, 1)
         else:
             near = torch.empty(0, 3, device=self.device)
-        off_sign = None
+        off_sign = off_distance = None
         if self.sign_k:  # near-surface points are within a few spacings: too close to tell
-            off_sign = torch.cat([self._pool_side[pick], torch.zeros(len(near), device=self.device)])
-        return Batch(self.points[idx], self.normals[idx], uniform, near, off_sign)
+            unknown = torch.zeros(len(near), device=self.device)
+            off_sign = torch.cat([self._pool_side[pick], unknown])
+            off_distance = torch.cat([self._pool_distance[pick], unknown])
+        return Batch(self.points[idx], self.normals[idx], uniform, near, off_sign, off_distance)
 
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()

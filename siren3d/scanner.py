@@ -38,15 +38,14 @@ class VirtualScan:
         return len(self.points)
 
     def to_scan(self, path: str = "virtual-scan", colors: np.ndarray | None = None):
-        """A :class:`siren3d.io.Scan` of these points with their sensor-facing normals (and
-        ``colors`` (N, 3|4) uint8, if given)."""
+        """A :class:`siren3d.io.Scan` of these points with their sensor-facing normals and per-point
+        sensor positions (and ``colors`` (N, 3|4) uint8, if given)."""
         from .io import Scan
 
-        scan = Scan(points=np.ascontiguousarray(self.points, dtype=np.float64),
-                    normals=np.ascontiguousarray(self.normals, dtype=np.float32), path=path)
-        if colors is not None:
-            scan.colors = np.asarray(colors, dtype=np.uint8)
-        return scan
+        return Scan(points=np.ascontiguousarray(self.points, dtype=np.float64),
+                    normals=np.ascontiguousarray(self.normals, dtype=np.float32), path=path,
+                    colors=None if colors is None else np.asarray(colors, dtype=np.uint8),
+                    sensor=self.sensors.copy())
 
 
 def viewpoint(target, distance: float, azimuth: float = 0.0, elevation: float = 0.0, up=(0.0, 0.0, 1.0)

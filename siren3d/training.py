@@ -136,12 +136,19 @@ def _deferred_interrupts():
 
 
 def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
-    """``grad='auto'`` made concrete for this device (see FitConfig.grad)."""
+    """``grad='auto'`` made concrete for this device: the method whose :meth:`Trainer.step` runs
+    faster here, timed once per machine and network size, then cached (:mod:`siren3d.autotune`);
+    ``grad_auto`` records how it was chosen. A batch too large for memory is not timed: fit refuses it."""
     if config.grad != "auto":
         return config
-    from .kernels import cpu_has_fast_bf16
+    from . import autotune
 
-    return replace(config, grad="fused-bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fused")
+    try:
+        check_step_memory(config, device)
+    except SettingError:
+        return replace(config, grad="fused", grad_auto={"method": "fused", "reason": "not timed: too large for memory"})
+    method, record = autotune.resolve(config, device, lambda cfg, dev: autotune.measure(cfg, dev, Trainer))
+    return replace(config, grad=method, grad_auto=record)
 
 
 def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, dict]:
@@ -183,7 +190,8 @@ class Trainer:
         self.optimizer = Adam(self.model.parameters(), lr=config.lr)
         self.sampler = Sampler(points, normals, config.batch, uniform_ratio=config.uniform_ratio,
                                near_ratio=config.near_ratio, near_scale=config.near_scale, seed=config.seed,
-                               device=self.device, sign_k=config.sign_k if config.loss.sign > 0 else 0)
+                               device=self.device,
+                               sign_k=config.sign_k if config.loss.sign > 0 or config.loss.distance > 0 else 0)
         self.history: list[list[float]] = []
 
     @property
@@ -210,7 +218,7 @@ class Trainer:
         f, g = self.model.sdf_and_grad(x, method=cfg.grad)
         nb, nu = len(batch.on), len(batch.uniform)
         terms = loss_terms(f[:nb], g[:nb], batch.normals, f[nb:nb + nu], g[nb:], cfg.loss.alpha,
-                           f[nb:], batch.off_sign)
+                           f[nb:], batch.off_sign, batch.off_distance)
         loss = total_loss(terms, cfg.loss)
         values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
         if not all(math.isfinite(v) for v in values):
@@ -239,7 +247,8 @@ class Trainer:
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(train["optimizer"])
         self.sampler.set_state(train["rng"])
-        self.history = train["history"].tolist()
+        # Runs of earlier versions logged fewer terms: their rows get NaN for the new ones.
+        self.history = [row + [math.nan] * (len(HISTORY_COLUMNS) - len(row)) for row in train["history"].tolist()]
 
 
 class _RunFolder:
@@ -415,7 +424,8 @@ def _show_progress(bar, step: int, steps: int, values: list[float], rate: float)
     bar.update(1)
     if step % 10 == 0 or step == steps:
         bar.set_postfix_str(f"loss {values[0]:.3g} | surf {values[1]:.2e} norm {values[2]:.3f} eik {values[3]:.3f} "
-                            f"off {values[4]:.3f} sign {values[5]:.1e} | {rate / 1e3:.0f}k pts/s", refresh=False)
+                            f"off {values[4]:.3f} sign {values[5]:.1e} dist {values[6]:.1e} | {rate / 1e3:.0f}k pts/s",
+                            refresh=False)
 
 
 def write_fit_json(run_dir: Path, meta: dict, history: np.ndarray, *, setup_s: float,

@@ -7,10 +7,27 @@ import pytest
 import torch
 
 from siren3d.io import save_points_ply
+from siren3d.model import ModelConfig, Siren
 from siren3d.synthetic import sample_surface, sphere, torus
 
 # Two cores on CI: keep intra-op threads at the machine's count, and tests deterministic.
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_autotune_cache(tmp_path_factory):
+    """grad='auto' fits time and cache into a folder of this test session, never the user's cache."""
+    import os
+
+    from siren3d.autotune import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("siren3d-cache"))
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
 
 
 def write_ply_ascii(path, points, normals=None, faces=None):
@@ -27,6 +44,16 @@ def write_ply_ascii(path, points, normals=None, faces=None):
         lines += ["3 " + " ".join(str(int(i)) for i in f) for f in faces]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def exact_sphere_siren(width: int = 16) -> Siren:
+    """A real SIREN whose f is exactly |x| - 0.5 (unit box) everywhere: the sphere prior
+    (f = SIREN(x) + |x| - r) with the output layer zeroed. Every value and offset can be checked."""
+    model = Siren(ModelConfig(width=width, hidden_layers=1, init="sphere", sphere_radius=0.5))
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.zero_()
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

@@ -108,3 +108,47 @@ def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_poin
     else:
         assert "scan noise" not in r.output and doc["input"]["noise"]["ratio"] is None
         assert weight == FitConfig().loss.normal
+
+
+def test_the_python_api_gives_the_faces_the_command_gives(in_tmp, sphere_scan_file):
+    """README 'From Python': load_scan, fit, extract_mesh with their defaults give exactly the mesh
+    that `siren3d fit` + `siren3d mesh` write (same settings, same clean-up, same faces)."""
+    import siren3d
+
+    scan = siren3d.load_scan(sphere_scan_file)
+    config = siren3d.fit_config(steps=60, batch=512, width=32, init="sphere", lr=5e-4)
+    result = siren3d.fit(scan, config, in_tmp / "run", progress=False)
+    mesh = siren3d.extract_mesh(result.model, result.normalization)
+    siren3d.export_mesh(mesh, in_tmp / "api.ply")
+
+    r = CliRunner().invoke(main, ["mesh", "--run", str(in_tmp / "run"), "-q"])
+    assert r.exit_code == 0, r.output
+    cli = trimesh.load(in_tmp / "run" / f"mesh-{siren3d.MeshConfig().res}.ply", process=False)
+    api = trimesh.load(in_tmp / "api.ply", process=False)
+    assert len(api.faces) > 1000 and np.array_equal(api.faces, cli.faces)
+    np.testing.assert_array_equal(api.vertices, cli.vertices)
+
+
+def test_every_setting_is_an_option_with_the_same_default_and_help():
+    """The fit and mesh options are made from the config fields: one default and one help text."""
+    from dataclasses import fields, is_dataclass
+
+    from siren3d.config import FitConfig, MeshConfig
+
+    def leaves(cfg):
+        for f in fields(cfg):
+            value = getattr(cfg, f.name)
+            if is_dataclass(value):
+                yield from leaves(value)
+            elif f.metadata.get("cli", True):
+                yield f, value
+
+    for command, cfg in (("fit", FitConfig()), ("mesh", MeshConfig())):
+        params = {p.name.split("__")[-1]: p for p in main.commands[command].params}
+        for f, default in leaves(cfg):
+            p = params[f.name]
+            assert p.help.startswith(f.metadata["help"]), (command, f.name)
+            if not isinstance(default, bool):
+                assert p.default is None  # not given -> the config's default (or the preset's) applies
+    r = CliRunner().invoke(main, ["fit", "--help"])
+    assert "--weight-distance" in r.output and "[default: 1,200]" in r.output

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from siren3d.errors import Siren3dError
-from siren3d.io import load_scan, save_points_ply
+from siren3d.io import MIN_POINTS, load_scan, save_points_ply
 
 from conftest import write_ply_ascii
 
@@ -108,7 +108,7 @@ def _check(path, data: bytes):
     except Siren3dError as e:
         assert str(path) in str(e)
         return None
-    assert len(scan) >= 1
+    assert len(scan) >= MIN_POINTS  # fewer is refused: a fit needs a neighbourhood
     assert scan.points.shape == (len(scan), 3) and scan.normals.shape == (len(scan), 3)
     assert np.isfinite(scan.points).all() and np.isfinite(scan.normals).all()
     np.testing.assert_allclose(np.linalg.norm(scan.normals, axis=1), 1.0, atol=1e-4)

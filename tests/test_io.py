@@ -150,3 +150,47 @@ def test_bad_files_raise_one_clear_error(tmp_path, content, message):
         load_scan(path)
     assert str(path) in str(err.value) and message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# The format table
+
+
+#: The first bytes of a file of each format that has a signature (a new one must be added here).
+SIGNATURES = {"PLY": b"ply\nformat ascii 1.0\n", "NumPy .npy": b"\x93NUMPY\x01\x00", "NumPy .npz (zip)": b"PK\x03\x04",
+              "PCD": b"# .PCD v0.7\nVERSION 0.7\n", "LAS/LAZ": b"LASF\x00\x00", "E57": b"ASTM-E57\x00\x00"}
+
+
+def test_every_format_is_in_the_table_once():
+    from siren3d.io import FORMATS, MESH_SUFFIXES, SUPPORTED
+
+    assert len(SUPPORTED) == len(set(SUPPORTED))
+    for suffix in (".ply", ".xyz", ".xyzn", ".xyzrgb", ".pts", ".txt", ".pcd", ".npy", ".npz", ".las", ".laz", ".e57",
+                   ".obj", ".off", ".stl"):
+        assert suffix in SUPPORTED
+    assert set(MESH_SUFFIXES) == {".obj", ".off", ".stl"}
+    assert {f.name for f in FORMATS if f.magic is not None} == set(SIGNATURES)
+    for f in FORMATS:
+        assert all(s.startswith(".") and s == s.lower() for s in f.suffixes)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_a_file_is_refused_when_its_signature_names_another_format(tmp_path, name):
+    from siren3d.io import FORMATS
+
+    fmt = next(f for f in FORMATS if f.name == name)
+    assert fmt.magic.match(SIGNATURES[name])
+    other = ".xyz" if fmt.suffixes[0] != ".xyz" else ".ply"
+    path = tmp_path / f"scan{other}"
+    path.write_bytes(SIGNATURES[name] + b"\x00" * 64)
+    with pytest.raises(Siren3dError) as err:
+        load_scan(path)
+    assert f"is a {name} file, but its name ends in '{other}'; rename it to '{fmt.suffixes[0]}'" in str(err.value)
+
+
+def test_unknown_suffix_lists_what_is_supported(tmp_path):
+    path = tmp_path / "scan.xyzw"
+    path.write_text("1 2 3\n")
+    with pytest.raises(Siren3dError, match=r"unknown scan format '\.xyzw'; supported: ") as err:
+        load_scan(path)
+    assert all(f" {s}" in str(err.value) for s in (".e57", ".las", ".laz", ".ply", ".stl"))

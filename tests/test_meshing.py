@@ -22,6 +22,8 @@ from siren3d.model import ModelConfig, Siren
 from siren3d.normalization import Normalization
 from siren3d.training import FitConfig, fit
 
+from conftest import exact_sphere_siren
+
 UNIT = Normalization((0.0, 0.0, 0.0), 1.0)
 
 
@@ -201,7 +203,7 @@ def test_no_crossing_and_oversized_grids_are_refused(monkeypatch):
 def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
     model = _siren("sphere")
     path = tmp_path / "model.pt"
-    save_checkpoint(path, model, Normalization((5.0, 5.0, 5.0), 4.0), {"config": FitConfig().to_dict()})
+    save_checkpoint(path, model, Normalization((5.0, 5.0, 5.0), 4.0), {"fit": FitConfig().to_dict(), "step": 0})
     out = tmp_path / "m.ply"
     r = CliRunner().invoke(main, ["mesh", str(path), "--res", "64", "--refine", "1", "-o", str(out)])
     assert r.exit_code == 0, r.output
@@ -212,3 +214,56 @@ def test_cli_mesh_reports_the_summary_and_writes_normals(tmp_path):
     assert mesh.is_watertight
     assert np.allclose(np.linalg.norm(mesh.vertices - 5.0, axis=1), 2.0, atol=0.2)
     assert b"property float nx" in out.read_bytes()[:2000]  # normals from grad f are written
+
+
+# ------------------------------------------------------------------------------------------ offset surfaces
+
+#: A scan frame that is not the unit box: meshes must come back in it, levels must be read in it
+#: (exact_sphere_siren is the sphere of radius 20 there).
+FRAME = Normalization((100.0, -50.0, 7.0), 40.0)
+
+
+@pytest.mark.parametrize("level", [6.0, -6.0, 0.0])
+def test_level_is_an_offset_surface_in_scan_units(level):
+    """On a field that is an exact distance, level L is the sphere of radius r + L, in scan units
+    (L = 6 scan units is 0.15 of the unit box here: a level read in unit-box units would be far off)."""
+    res = 64
+    cell = 2 * FRAME.scale / (res - 1)  # scan units
+    mesh = extract_mesh(exact_sphere_siren(), FRAME, res=res, level=level)
+    r = np.linalg.norm(mesh.vertices - np.array(FRAME.center), axis=1)
+    assert np.abs(r - (20.0 + level)).max() < 0.1 * cell  # linear interpolation of |x| - r: well within a cell
+    assert mesh.stats.components == 1 and mesh.stats.watertight
+    # normals point outward, away from the centre, at either sign of the level
+    radial = (mesh.vertices - np.array(FRAME.center)) / r[:, None]
+    assert np.einsum("ij,ij->i", mesh.normals, radial).min() > 0.99
+
+
+@pytest.mark.parametrize("level", [2.0, -2.0])
+def test_level_on_an_analytic_torus(level):
+    """extract_mesh takes any field (here the exact torus, an analytic callable): level L is the tube
+    of radius minor + L around the same core circle, measured in scan units."""
+    from siren3d.synthetic import torus
+
+    frame = Normalization((3.0, -4.0, 10.0), 25.0)  # torus(0.5, 0.18): major 12.5, minor 4.5 scan units
+    res = 96
+    cell = 2 * frame.scale / (res - 1)
+    for method in ("sparse", "dense"):
+        mesh = extract_mesh(torus(0.5, 0.18), frame, res=res, level=level, method=method)
+        p = mesh.vertices - np.array(frame.center)
+        tube = np.hypot(np.hypot(p[:, 0], p[:, 1]) - 12.5, p[:, 2])  # distance to the core circle
+        assert np.abs(tube - (4.5 + level)).max() < 0.25 * cell, method
+        assert mesh.stats.components == 1 and mesh.stats.watertight
+
+
+@pytest.mark.parametrize("level", ["6", "-6"])
+def test_cli_mesh_level_is_an_offset_in_scan_units(tmp_path, level):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, exact_sphere_siren(), FRAME, {"fit": FitConfig().to_dict(), "step": 0})
+    out = tmp_path / "offset.ply"
+    r = CliRunner().invoke(main, ["mesh", str(path), "--level", level, "--res", "64", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "1 piece, watertight" in r.output
+    mesh = trimesh.load(out)
+    radius = np.linalg.norm(mesh.vertices - np.array(FRAME.center), axis=1)
+    cell = 2 * FRAME.scale / 63
+    assert np.abs(radius - (20.0 + float(level))).max() < 0.1 * cell

@@ -13,14 +13,18 @@ def test_side_vote_matches_the_sphere_and_abstains_near_the_surface(sphere_point
     pts, nrm = sphere_points  # radius 0.5, outward normals
     s = Sampler(pts, nrm, batch=256, near_ratio=0.5, seed=0, sign_k=8)
     x = np.random.default_rng(0).uniform(-1, 1, (20000, 3)).astype(np.float32)
-    side = s.side(x)
+    side, distance = s.side_and_distance(x)
     r = np.linalg.norm(x, axis=1)
     far = np.abs(r - 0.5) > 1.5 * s.sign_min_distance
     assert far.sum() > 10000
     assert (side[far & (r > 0.5)] == 1).all() and (side[far & (r < 0.5)] == -1).all()
-    # too close to tell: no vote
-    assert (side[np.abs(r - 0.5) < 0.5 * s.sign_min_distance] == 0).all()
+    # too close to tell: no vote, and no distance
+    close = np.abs(r - 0.5) < 0.5 * s.sign_min_distance
+    assert (side[close] == 0).all() and (distance[close] == 0).all()
     assert 0 < s.sign_min_distance < 0.2
+    # away from the scan the distance to the nearest scan point is the distance to the surface
+    exact = np.abs(r[far] - 0.5)
+    assert np.abs(distance[far] - exact).max() < 0.01 and np.median(distance[far] / exact) == pytest.approx(1, abs=0.01)
 
 
 def test_batches_carry_sides_for_every_off_surface_point_and_are_reproducible(sphere_points):
@@ -29,6 +33,9 @@ def test_batches_carry_sides_for_every_off_surface_point_and_are_reproducible(sp
     b = Sampler(pts, nrm, batch=128, uniform_ratio=1.0, near_ratio=0.5, seed=3, sign_k=8).sample()
     assert a.uniform.shape == (128, 3) and a.near.shape == (64, 3) and a.off_sign.shape == (192,)
     assert torch.equal(a.uniform, b.uniform) and torch.equal(a.off_sign, b.off_sign)
+    assert torch.equal(a.off_distance, b.off_distance) and (a.off_distance[128:] == 0).all()  # near: unknown
+    known = a.off_sign[:128] != 0
+    assert ((a.off_distance[:128] > 0) == known).all()
     # near-surface points stay near the surface: within a few point spacings of radius 0.5
     assert (a.near.norm(dim=1) - 0.5).abs().max() < 0.2
     assert Sampler(pts, nrm, batch=128, seed=3).sample().off_sign is None  # off: not computed

@@ -51,3 +51,4 @@ def test_views_add_up_and_range_noise_runs_along_the_rays(ball):
     assert np.std(np.einsum("ij,ij->i", offset, ray)) == pytest.approx(0.02, rel=0.05)
     scan = noisy.to_scan()
     assert np.array_equal(scan.points, noisy.points) and scan.normals.dtype == np.float32
+    assert np.array_equal(scan.sensor, noisy.sensors)

@@ -33,6 +33,8 @@ def test_short_fit_lowers_every_loss_term(tmp_path, sphere_scan_file):
     for i, name in enumerate(HISTORY_COLUMNS):
         if name == "sign":  # starts near 0 (a fresh field is near 0 everywhere) and must stay small
             assert last[i] < 0.01, (name, first[i], last[i])
+        elif name == "distance":  # the far field is learnt slowly by this small, short fit (0.101 -> 0.090)
+            assert last[i] < 0.95 * first[i], (name, first[i], last[i])
         else:
             assert last[i] < 0.8 * first[i], (name, first[i], last[i])
     # the run folder is complete
@@ -168,16 +170,48 @@ def test_own_adam_refuses_a_state_for_another_network():
         Adam(a.parameters()).load_state_dict({"state": "nonsense"})
 
 
-def test_grad_auto_resolves_by_the_cpus_bf16_support_and_is_recorded(tmp_path, sphere_scan_file):
-    from siren3d.kernels import cpu_has_fast_bf16
+def test_grad_auto_resolves_by_timing_and_is_recorded(tmp_path, sphere_scan_file):
+    from siren3d.autotune import CANDIDATES, choose
 
     scan = load_scan(sphere_scan_file)
     cfg = FitConfig(steps=3, batch=128, device="cpu", checkpoint_every=0, model=ModelConfig(width=16))
     assert cfg.grad == "auto"
     result = fit(scan, cfg, tmp_path / "auto", progress=False)
-    expected = "fused-bf16" if cpu_has_fast_bf16() else "fused"
-    assert result.config.grad == expected
-    assert json.loads((tmp_path / "auto" / "fit.json").read_text())["fit"]["grad"] == expected
+    record = result.config.grad_auto
+    assert result.config.grad in CANDIDATES
+    assert result.config.grad == record["method"] == choose(record["points_per_s"])
+    saved = json.loads((tmp_path / "auto" / "fit.json").read_text())["fit"]
+    assert saved["grad"] == result.config.grad and saved["grad_auto"]["points_per_s"] == record["points_per_s"]
     forced = fit(scan, FitConfig(steps=3, batch=128, device="cpu", checkpoint_every=0, grad="fused",
                                  model=ModelConfig(width=16)), tmp_path / "fused", progress=False)
-    assert forced.config.grad == "fused"
+    assert forced.config.grad == "fused" and forced.config.grad_auto is None
+
+
+@pytest.mark.slow
+def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, sphere_scan_file):
+    """Issue 12: with the distance term (default weight) f is the signed distance away from the
+    surface as well; without it (weight 0, the paper's losses) it falls well short far away."""
+    from dataclasses import replace
+
+    from siren3d.config import LossWeights
+    from siren3d.field import field_values
+
+    scan = load_scan(sphere_scan_file)  # a sphere: in the unit box, radius 0.9 about the origin
+    x = np.random.default_rng(0).uniform(-1, 1, (20000, 3))
+    d = np.linalg.norm(x, axis=1) - 0.9
+    far = np.abs(d) > 0.15
+    ratio, error = {}, {}
+    for weight in (LossWeights().distance, 0.0):
+        # a short fit of a small network (the defaults' 1,200 steps of a 128-wide one do better:
+        # benchmarks/field.py)
+        cfg = small_config(steps=300, lr=5e-4, loss=replace(LossWeights(), distance=weight))
+        result = fit(scan, cfg, tmp_path / f"w{weight:g}", progress=False)
+        f = field_values(result.model, x).astype(np.float64)
+        ratio[weight] = float(np.median(f[far] / d[far]))
+        error[weight] = float(np.abs(f[far] - d[far]).mean())
+        if weight:
+            wrong = float((np.sign(f[far]) != np.sign(d[far])).mean())
+            assert wrong < 0.03, wrong  # 1 % after this short fit; 0 in the benchmark's default fits
+    # measured: median f/d 0.87 and mean error 0.09 with the term, 0.21 and 0.27 without
+    assert 0.8 < ratio[LossWeights().distance] < 1.2, ratio
+    assert ratio[0.0] < 0.5 and error[LossWeights().distance] < 0.5 * error[0.0], (ratio, error)

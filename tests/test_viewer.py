@@ -25,18 +25,12 @@ from siren3d.normalization import Normalization
 from siren3d.synthetic import torus
 from siren3d.viewer.slices import FieldEvaluator, box_section, evaluate_slice, plane_basis
 
+from conftest import exact_sphere_siren
+
 CENTER = np.array([100.0, -50.0, 7.0])
 SCALE = 40.0          # unit box -> scan units
 RADIUS = 0.5 * SCALE  # the sphere's radius in scan units
 NORM = Normalization(tuple(CENTER), SCALE)
-
-
-def sphere_model(width: int = 16) -> Siren:
-    model = Siren(ModelConfig(width=width, hidden_layers=1, init="sphere", sphere_radius=0.5))
-    with torch.no_grad():
-        model.out.weight.zero_()
-        model.out.bias.zero_()
-    return model.eval()
 
 
 def exact(points):
@@ -58,7 +52,7 @@ def run_dir(tmp_path, sphere_points):
     save_points_ply(scan, pts * SCALE + CENTER, nrm)
     run = tmp_path / "runs" / "ball"
     meta = {"step": 0, "input": {"path": str(scan), "points": len(pts)}}
-    save_checkpoint(run / "model.pt", sphere_model(), NORM, meta)
+    save_checkpoint(run / "model.pt", exact_sphere_siren(), NORM, meta)
     (run / "fit.json").write_text(json.dumps(meta))
     return run
 
@@ -78,7 +72,7 @@ def test_plane_basis_is_orthonormal_and_right_handed():
 
 
 def test_evaluate_slice_of_the_network_is_the_exact_distance_in_scan_units():
-    model = sphere_model()
+    model = exact_sphere_siren()
     origin, normal = CENTER + (3.0, -2.0, 5.0), np.array([0.2, 0.3, 1.0])
     sl = evaluate_slice(model, NORM, origin, normal, (60.0, 30.0), (33, 17), eikonal=True)
     assert sl.points.shape == (17, 33, 3) and sl.distance.shape == (17, 33) and sl.res == (33, 17)
@@ -113,7 +107,7 @@ def test_box_section_and_clipping_spend_the_samples_on_the_box():
     assert box_section(CENTER + (0, 0, 2 * SCALE), (0, 0, 1), lo, hi) is None  # misses the box
     normal = np.array([1.0, 2.0, 0.5])
     centre, size = box_section(CENTER + (5.0, 0, 0), normal, lo, hi)
-    sl = evaluate_slice(sphere_model(), NORM, centre, normal, size, 64, clip_to_box=True, eikonal=True)
+    sl = evaluate_slice(exact_sphere_siren(), NORM, centre, normal, size, 64, clip_to_box=True, eikonal=True)
     inside = (np.abs(sl.points - CENTER) <= SCALE * (1 + 1e-6)).all(axis=-1)
     assert np.isnan(sl.distance[~inside]).all() and np.isnan(sl.eikonal[~inside]).all()
     np.testing.assert_allclose(sl.distance[inside], exact(sl.points[inside]), atol=1e-4 * SCALE)
@@ -131,9 +125,9 @@ def test_fast_evaluator_matches_the_model():
 
 def test_evaluate_slice_rejects_bad_planes():
     with pytest.raises(ValueError, match="normal"):
-        evaluate_slice(sphere_model(), NORM, CENTER, (0, 0, 0), 10.0, 8)
+        evaluate_slice(exact_sphere_siren(), NORM, CENTER, (0, 0, 0), 10.0, 8)
     with pytest.raises(ValueError, match="resolution"):
-        evaluate_slice(sphere_model(), NORM, CENTER, (0, 0, 1), 10.0, 1)
+        evaluate_slice(exact_sphere_siren(), NORM, CENTER, (0, 0, 1), 10.0, 1)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -152,7 +146,7 @@ def _is_red(px):
 def test_zero_contour_is_drawn_where_the_sphere_surface_is(offscreen):
     from siren3d.viewer.scene import FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
                     interactive=False, view="z", slice_res=256)
     try:
         img = v.image()
@@ -177,7 +171,7 @@ def test_zero_contour_is_drawn_where_the_sphere_surface_is(offscreen):
 def test_interactive_scene_toggles_and_updates_offscreen(offscreen):
     from siren3d.viewer.scene import FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, off_screen=True, window_size=(400, 300), interactive=True,
+    v = FieldViewer(exact_sphere_siren(), NORM, off_screen=True, window_size=(400, 300), interactive=True,
                     slice_res=64, free_res=64, surface_res=48)
     try:
         assert {"slice-x", "slice-y", "slice-z", "help"} <= set(v.plotter.actors)
@@ -221,7 +215,7 @@ def test_keys_toggle_what_the_help_says(offscreen):
     """Key presses through the real interactor (a window-mode plotter; EGL/OSMesa need no display)."""
     from siren3d.viewer.scene import KEYS, FieldViewer
 
-    v = FieldViewer(sphere_model(), NORM, off_screen=False, window_size=(300, 200), interactive=True,
+    v = FieldViewer(exact_sphere_siren(), NORM, off_screen=False, window_size=(300, 200), interactive=True,
                     slice_res=32, free_res=32, surface_res=24, surface=None, points=np.zeros((0, 3)))
     try:
         iren = v.plotter.iren.interactor
@@ -321,3 +315,296 @@ def test_missing_input_scan_is_a_note_not_an_error(offscreen, run_dir, tmp_path)
     # no mesh file in the run: the surface is extracted from the field
     assert view.surface is not None and view.surface_source.startswith("extracted")
     np.testing.assert_allclose(np.linalg.norm(view.surface[0] - CENTER, axis=1), RADIUS, atol=0.03 * SCALE)
+
+
+# ------------------------------------------------------------------------------------------ what the image says
+
+
+def _colormap(name: str) -> np.ndarray:
+    """(256, 3) RGB 0-255 of a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    return colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255
+
+
+def _bar_strip(v, img) -> np.ndarray:
+    """The pixels (K, 3) down the middle of the colour strip of the viewer's one colour bar."""
+    (bar,) = v.plotter.scalar_bars.values()
+    h, w = img.shape[:2]
+    x0, y0 = bar.GetPosition()
+    bw, bh = bar.GetPosition2()
+    col = int((x0 + 0.5 * bar.GetBarRatio() * bw) * w)
+    rows = [int((1 - (y0 + t * bh)) * h) for t in np.linspace(0.15, 0.75, 40)]
+    return img[rows, col].astype(float)
+
+
+def _cmap_distance(pixels, name: str) -> float:
+    """Mean distance (0-255 RGB) from each pixel to the nearest colour of a colormap."""
+    lut = _colormap(name)
+    return float(np.linalg.norm(pixels[:, None, :] - lut[None], axis=-1).min(1).mean())
+
+
+def _grey_line(px) -> np.ndarray:
+    """Pixels of the grey distance contours (#606060 drawn 1 pixel wide, anti-aliased)."""
+    px = px.astype(int)
+    spread = px.max(-1) - px.min(-1)
+    return (spread < 20) & (px.max(-1) > 60) & (px.max(-1) < 200)
+
+
+def _checkbox_on(v, img, key: str) -> bool:
+    """Whether the check box of ``key`` is drawn checked (its on colour #3070c0) in the image."""
+    keys = list(v._checkboxes)
+    y = 10 + 32 * (len(keys) - 1 - keys.index(key)) + 12
+    r, g, b = (int(c) for c in img[img.shape[0] - 1 - y, 22])
+    return b > r + 80
+
+
+def test_eikonal_view_names_its_own_quantity_and_draws_no_distance_contours(offscreen):
+    """Toggled like the 'g' key does, the Eikonal view shows abs(norm(grad f) - 1) with its own colour
+    bar (magma), titles and window name, and no distance contours; toggled back, the distance's return.
+    The field is an exact distance, so its Eikonal error is 0 everywhere: a black slice."""
+    from siren3d.viewer.scene import DISTANCE_CMAP, EIKONAL_CMAP, FieldViewer
+
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+                    interactive=True, view="z", slice_res=128, surface_res=32, title="siren3d view ball")
+    try:
+        v.toggle_help()  # the key list would cover a corner of the slice
+        dist = v.image()
+        v.set_eikonal(True)
+        eik = v.image()
+        on_slice = np.zeros(eik.shape[:2], dtype=bool)
+        (r0, c0), (r1, c1) = v.world_to_pixel(CENTER + (-38.0, 38.0, 0)), v.world_to_pixel(CENTER + (38.0, -38.0, 0))
+        on_slice[r0:r1, c0:c1] = True
+        px_per_unit = (c1 - c0) / 76.0
+        rows, cols = np.nonzero(on_slice)
+        radius = np.hypot(*(np.array([(rows - v.world_to_pixel(CENTER)[0]), (cols - v.world_to_pixel(CENTER)[1])])
+                            / px_per_unit))
+        off_zero = on_slice.copy()
+        off_zero[rows, cols] = np.abs(radius - RADIUS) > 4.0 / px_per_unit + 0.5  # away from the f = 0 line
+        # the distance view draws grey contour lines (every 5 scan units here) ...
+        assert _grey_line(dist[off_zero]).sum() > 200
+        # ... the Eikonal view none: off the f = 0 line the slice is black (error 0)
+        assert _grey_line(eik[off_zero]).sum() == 0
+        assert np.percentile(eik[off_zero].max(-1), 99.5) < 40
+        # the surface (f = 0) is still marked, in cyan, at the sphere's radius
+        for angle in np.linspace(0, 2 * np.pi, 6, endpoint=False):
+            d = np.array([math.cos(angle), math.sin(angle), 0.0])
+            radii = np.linspace(0.8 * RADIUS, 1.2 * RADIUS, 200)
+            px = np.array([eik[v.world_to_pixel(CENTER + r * d)] for r in radii]).astype(int)
+            cyan = radii[(px[:, 2] > 150) & (px[:, 1] > 150) & (px[:, 0] < 100)]
+            assert len(cyan) and np.all(np.abs(cyan - RADIUS) < 2.5 / px_per_unit)
+        # the colour bar drawn is the Eikonal one: its colours are the magma map's, not the distance's
+        eik_bar, dist_bar = _bar_strip(v, eik), _bar_strip(v, dist)
+        assert _cmap_distance(eik_bar, EIKONAL_CMAP) < 10 < _cmap_distance(eik_bar, DISTANCE_CMAP)
+        assert _cmap_distance(dist_bar, DISTANCE_CMAP) < 10 < _cmap_distance(dist_bar, EIKONAL_CMAP)
+        # named as what it is: colour bar title, the scene's title line, the window's title
+        (bar_title,) = v.plotter.scalar_bars.keys()
+        assert bar_title.startswith("Eikonal error") and "distance" not in bar_title
+        assert v.plotter.actors["info"].GetText(3).startswith("Eikonal error abs(norm(grad f) - 1)")  # upper right
+        assert v.plotter.render_window.GetWindowName() == "siren3d view ball - Eikonal error"
+        assert _checkbox_on(v, eik, "eikonal") and not _checkbox_on(v, dist, "eikonal")
+        v.set_eikonal(False)
+        back = v.image()
+        assert list(v.plotter.scalar_bars.keys()) == ["signed distance\n(scan units)"]
+        assert v.plotter.actors["info"].GetText(3).startswith("signed distance (scan units)\n")
+        assert v.plotter.render_window.GetWindowName() == "siren3d view ball - signed distance"
+        assert _grey_line(back[off_zero]).sum() > 200 and not _checkbox_on(v, back, "eikonal")
+    finally:
+        v.close()
+
+
+def test_view_eikonal_screenshot_from_the_command_line(offscreen, run_dir, tmp_path):
+    from PIL import Image
+
+    from siren3d.viewer.scene import DISTANCE_CMAP, EIKONAL_CMAP
+
+    out = tmp_path / "eik.png"
+    r = CliRunner().invoke(main, ["view", "--run", str(run_dir), "--screenshot", str(out), "--eikonal", "--view", "z",
+                                  "--slice", f"z={CENTER[2]}", "--no-surface", "--no-points", "--size", "400x400",
+                                  "--res", "96"])
+    assert r.exit_code == 0, r.output
+    img = np.asarray(Image.open(out).convert("RGB")).astype(float)
+    # the bar: x 0.84-0.9 of the width (its strip in the left 3/8), y 0.3-0.8 of the height from the bottom
+    strip = img[int(0.3 * 400):int(0.6 * 400), int(0.848 * 400)]
+    assert _cmap_distance(strip, EIKONAL_CMAP) < 10 < _cmap_distance(strip, DISTANCE_CMAP)
+    centre = img[170:230, 170:230]  # inside the sphere, on the slice: error 0, black, no contour line
+    assert centre.max() < 40
+
+
+def test_slices_are_opaque_a_slice_hides_what_lies_behind_it(offscreen):
+    """Two z slices seen from above: the upper one hides the lower one and its contours (drawn
+    translucent, the lower slice and its lines showed through every slice in front of it)."""
+    from siren3d.viewer.scene import FieldViewer
+
+    front, back = CENTER[2] + 12.0, CENTER[2]
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", front), ("z", back)], off_screen=True,
+                    window_size=(500, 500), interactive=True, view="z", slice_res=128, surface=None)
+    try:
+        v.toggle_slice("free", True)
+        v.move_free_slice((1.0, 2.0, 0.5), CENTER + (5.0, 0.0, 0.0))
+        for key in ("z", "z1", "free"):
+            assert not v.plotter.actors[f"slice-{key}"].HasTranslucentPolygonalGeometry(), key
+        # the free slice's samples outside the box are hidden points, not transparent colours
+        hidden = v.free.grid.point_data["vtkGhostType"] > 0
+        assert hidden.any() and np.array_equal(hidden, np.isnan(v.free.grid["distance"]))
+        v.toggle_slice("free", False)
+        img = v.image()
+        # every pixel of the upper slice has the colour of the upper slice's own value (a translucent
+        # slice mixes in the lower one's: 22 of 255 off on average, with old rendering)
+        from matplotlib import colormaps
+
+        cmap, rng, errors = colormaps["RdBu_r"], np.random.default_rng(0), []
+        for x, y in rng.uniform(-37.0, 37.0, size=(300, 2)):
+            value = math.hypot(x, y, front - CENTER[2]) - RADIUS
+            expected = np.array(cmap((value + v.dmax) / (2 * v.dmax))[:3]) * 255
+            errors.append(np.abs(img[v.world_to_pixel(CENTER + (x, y, front - CENTER[2]))] - expected).max())
+        assert np.median(errors) < 6 and np.percentile(errors, 80) < 12, np.percentile(errors, [50, 80])
+    finally:
+        v.close()
+
+
+def test_iso_level_is_in_scan_units_and_works_inside(offscreen):
+    """The slider's level is a distance in scan units, as `siren3d mesh --level`: +6 is the sphere of
+    radius 26, -6 the sphere of radius 14 inside; its contour is drawn green on the slice."""
+    from siren3d.viewer.scene import FieldViewer
+
+    v = FieldViewer(exact_sphere_siren(), NORM, slices=[("z", CENTER[2])], off_screen=True, window_size=(500, 500),
+                    interactive=True, view="z", slice_res=128, surface_res=48)
+    try:
+        assert "scan units" in v._slider.GetRepresentation().GetTitleText()
+        lo, hi = v._slider.GetRepresentation().GetMinimumValue(), v._slider.GetRepresentation().GetMaximumValue()
+        assert lo < -6.0 and hi > 6.0
+        cell = 2 * SCALE / 47
+        px_per_unit = abs(v.world_to_pixel(CENTER + (10.0, 0, 0))[1] - v.world_to_pixel(CENTER)[1]) / 10.0
+        for level in (6.0, -6.0):
+            v.set_level(level)
+            assert v._slider.GetRepresentation().GetValue() == level
+            r = np.linalg.norm(v._surface_poly.points - CENTER, axis=1)
+            assert np.abs(r - (RADIUS + level)).max() < 0.5 * cell
+            img = v.image()
+            for angle in np.linspace(0, 2 * np.pi, 6, endpoint=False):
+                d = np.array([math.cos(angle), math.sin(angle), 0.0])
+                radii = np.linspace(0.3 * RADIUS, 1.6 * RADIUS, 400)
+                px = np.array([img[v.world_to_pixel(CENTER + rr * d)] for rr in radii]).astype(int)
+                green = radii[(px[:, 1] > px[:, 0] + 60) & (px[:, 1] > px[:, 2] + 60)]
+                assert len(green) and np.all(np.abs(green - (RADIUS + level)) < 2.5 / px_per_unit), (level, angle)
+        v.set_level(-1.5 * RADIUS)  # deeper than the deepest point: nothing to show, no error
+        assert "surface" not in v.plotter.actors
+    finally:
+        v.close()
+
+
+# ------------------------------------------------------------------------------------------ a default fit (issue 12)
+
+TORUS_SCALE, TORUS_OFFSET = 25.0, np.array([3.0, -4.0, 10.0])  # torus(0.5, 0.18) in scan units
+#: Kinks of the exact distance (the tube's core circle, the hole's axis) are rounded by any smooth
+#: field: rays stop this far (fraction of the box side) before one.
+KINK_CLEARANCE = 0.025
+
+
+def torus_distance(points):
+    """The exact signed distance of the fitted torus, scan units."""
+    return TORUS_SCALE * torus(0.5, 0.18)((np.asarray(points, dtype=np.float64) - TORUS_OFFSET) / TORUS_SCALE)
+
+
+@pytest.fixture(scope="module")
+def default_torus_fit(tmp_path_factory):
+    """A torus scan (20,000 points with normals) fitted with FitConfig() as it is: the defaults' losses,
+    weights, sampling and steps (1,200: about 30 s on 2 idle cores). Fewer steps would test a field
+    no user gets: at 300 steps the far field is visibly unfinished."""
+    from siren3d.io import Scan
+    from siren3d.synthetic import sample_surface
+    from siren3d.training import FitConfig, fit
+
+    pts, nrm = sample_surface(torus(0.5, 0.18), 20_000, seed=0)
+    scan = Scan(points=pts * TORUS_SCALE + TORUS_OFFSET, normals=nrm, path="torus.ply")
+    result = fit(scan, FitConfig(), tmp_path_factory.mktemp("torus-default"), progress=False)
+    return result.model, result.normalization
+
+
+def distance_rays(values, exact, clear, step, min_slope=0.5):
+    """Rays along the grid lines of a slice, leaving the exact surface outward and inward.
+
+    values, exact: (nv, nu) what the viewer shows and the exact signed distance; clear: (nv, nu) bool,
+    samples away from kinks of the exact distance; step: sample spacing. From each crossing of the
+    exact surface a ray runs along its grid line for as long as the exact distance keeps changing at
+    a slope of at least ``min_slope`` (not grazing) on clear samples. Yields (values along the ray,
+    oriented so that the exact distance grows: outward rays as they are, inward ones reversed in
+    sign), outward, and whether the ray reaches the edge of the slice.
+    """
+    for v2, e2, c2 in ((values, exact, clear), (values.T, exact.T, clear.T)):
+        for v1, e1, c1 in zip(v2, e2, c2):
+            for v, e, c in ((v1, e1, c1), (v1[::-1], e1[::-1], c1[::-1])):
+                for i in np.nonzero(np.sign(e[:-1]) != np.sign(e[1:]))[0]:
+                    sign = 1.0 if e[i + 1] > 0 else -1.0
+                    j = i + 1
+                    while j + 1 < len(e) and c[j + 1] and sign * (e[j + 1] - e[j]) >= min_slope * step:
+                        j += 1
+                    if j - i >= 4:
+                        yield sign * v[i:j + 1], sign > 0, j == len(e) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 12: the default fit is a distance only near the surface (far from it the sliced "
+                          "value stops growing); remove this mark once training gives a distance in the whole box")
+def test_slices_of_a_default_fit_grow_along_rays_leaving_the_surface(offscreen, default_torus_fit):
+    """Issue 12: slices of a default fit show monotone distance contours away from the surface. On the
+    viewer's own three slices: along every ray leaving the surface outward the sliced value grows up to
+    the edge of the box (or to where the exact distance stops growing), and along every ray going
+    inward it falls to the interior; the rendered slice shows the same in its colours."""
+    from siren3d.synthetic import gradient
+    from siren3d.viewer.scene import DISTANCE_CMAP, FieldViewer
+
+    model, norm = default_torus_fit
+    v = FieldViewer(model, norm, off_screen=True, window_size=(800, 600), interactive=False, view="x",
+                    slice_res=129, surface=None, points=None)
+    try:
+        counts = {"outward": 0, "to the edge": 0, "inward": 0}
+        for key, st in v.slices.items():
+            nu, nv = st.res, st.res
+            pts = st.grid.points
+            shown = st.grid["distance"].reshape(nv, nu)
+            exact = torus_distance(pts).reshape(nv, nu)
+            step = 2 * norm.scale / (st.res - 1)
+            # central differences a clearance apart: |grad| < 1 within that distance of a kink
+            g = gradient(torus_distance, pts, eps=KINK_CLEARANCE * 2 * norm.scale)
+            clear = (np.linalg.norm(g, axis=1) > 0.95).reshape(nv, nu)
+            for ray, outward, edge in distance_rays(shown, exact, clear, step):
+                grows = np.diff(ray)
+                assert grows.min() > 0, (key, "outward" if outward else "inward", np.round(ray, 2))
+                counts["outward" if outward else "inward"] += 1
+                counts["to the edge"] += outward and edge
+        assert counts["outward"] > 300 and counts["to the edge"] > 200 and counts["inward"] > 200, counts
+
+        # the contour lines drawn lie on the exact distance's level sets (a loop in empty space does not):
+        # within 1 % of the scan's diagonal, the issue's far-field target, at 95 % of their points
+        diag = TORUS_SCALE * math.sqrt(2 * 1.36 ** 2 + 0.36 ** 2)
+        for key in v.slices:
+            lines = v.plotter.actors[f"contour-lines-{key}"].mapper.dataset
+            off = np.abs(torus_distance(lines.points) - lines["distance"])
+            for level in np.unique(lines["distance"]):
+                at = off[lines["distance"] == level]
+                assert np.percentile(at, 95) < 0.01 * diag, (key, level, np.percentile(at, [50, 95]))
+        v.toggle_contours(False)  # colours only, for the image check below
+
+        # the image of the x slice, seen along x: it cuts the tube in two discs (radius 4.5 around
+        # y = +-12.5, z = 0). Along rays from a disc away from the other one, the colour drawn is the
+        # colormap's at a growing value (read back through the colormap), up to the box's edge.
+        img = v.image()
+        from matplotlib import colormaps
+
+        lut = colormaps[DISTANCE_CMAP](np.linspace(0, 1, 256))[:, :3] * 255
+        for side in (1.0, -1.0):
+            disc = np.array(norm.center) + (0.0, side * 12.5, 0.0)
+            for angle in np.radians([-90, -60, -30, 30, 60, 90]):
+                d = np.array([0.0, side * math.cos(angle), math.sin(angle)])
+                to_edge = (norm.scale - np.abs(disc - norm.center) * np.abs(np.sign(d)))
+                reach = 0.96 * min(to_edge[k] / abs(d[k]) for k in (1, 2) if d[k] != 0)
+                radii = np.linspace(5.0, reach, 50)  # short of the box's outline
+                px = np.array([img[v.world_to_pixel(disc + r * d)] for r in radii]).astype(float)
+                index = np.linalg.norm(px[:, None, :] - lut[None], axis=-1).argmin(1)  # position in the colormap
+                assert np.all(np.diff(index) >= -2), (side, np.degrees(angle), index)  # -2: a pixel's rounding
+                assert index[-1] > index[0] + 40, (side, np.degrees(angle), index)
+    finally:
+        v.close()

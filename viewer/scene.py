@@ -7,6 +7,7 @@ exactly what the window shows, minus the widgets.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -16,12 +17,20 @@ import numpy as np
 from siren3d.errors import Siren3dError
 from siren3d.normalization import Normalization
 
-from .slices import DEFAULT_CHUNK, FieldEvaluator, _as_callable, axis_slice, box_section, evaluate_slice
+from .slices import DEFAULT_CHUNK, FieldEvaluator, axis_slice, box_section, evaluate_slice
 
 #: Diverging colormap for signed distance: negative (inside) blue, positive (outside) red, white at 0.
 DISTANCE_CMAP = "RdBu_r"
 EIKONAL_CMAP = "magma"
 EIKONAL_CLIM = (0.0, 0.5)
+#: What the slices show, named where the user reads it: (scene title, colour bar title, window title).
+#: The Eikonal error is a different quantity from the distance (unitless, >= 0), so it gets its own
+#: names everywhere, never the distance's.
+TITLES = {
+    "distance": ("signed distance (scan units)", "signed distance\n(scan units)", "signed distance"),
+    "eikonal": ("Eikonal error abs(norm(grad f) - 1): 0 where f is a distance", "Eikonal error\n(unitless)",
+                "Eikonal error"),
+}
 SCREENSHOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 KEYS = (
@@ -114,17 +123,18 @@ class FieldViewer:
 
         self.pv = pv
         self.field = FieldEvaluator(field, chunk=DEFAULT_CHUNK) if _is_siren(field) else field
-        self._values, _ = _as_callable(self.field)
         self.normalization = normalization
-        self.center = np.asarray(normalization.center if normalization else (0.0, 0.0, 0.0), dtype=np.float64)
-        self.scale = float(normalization.scale if normalization else 1.0)
+        # the scan frame <-> unit box, the identity when there is no normalization
+        self.frame = normalization if normalization is not None else Normalization((0.0, 0.0, 0.0), 1.0)
+        self.center = np.asarray(self.frame.center, dtype=np.float64)
+        self.scale = float(self.frame.scale)
         s = self.scale
         self.bounds = tuple(float(v) for c in self.center for v in (c - s, c + s))
         self.kind = "eikonal" if eikonal else "distance"
+        self.title = title
         self.contours_on = True
         self.level = float(level)
         self.surface_res = int(surface_res)
-        self._volume = None
         self.interactive = interactive
         self.source = source
 
@@ -175,12 +185,10 @@ class FieldViewer:
 
         for st in self.slices.values():
             self._draw_slice(st)
-        self._draw_scalar_bar()
         self.plotter.show_bounds(bounds=self.bounds, grid=False, location="outer", ticks="outside",
                                  xtitle="x", ytitle="y", ztitle="z", font_size=9, color="#555555")
-        self.plotter.add_text(f"{source}\nbox {2 * s:.4g} scan units per side" if source
-                              else f"box {2 * s:.4g} scan units per side",
-                              position="upper_right", font_size=8, color="#333333", name="info")
+        self._info = [line for line in (source, f"box {2 * s:.4g} scan units per side") if line]
+        self._draw_titles()
         if interactive:
             self._add_interaction()
         self.set_view(view)
@@ -208,6 +216,8 @@ class FieldViewer:
         pts = sl.points.reshape(-1, 3)
         st.grid.points = pts
         st.grid.point_data["distance"] = sl.distance.ravel()
+        if free:  # samples outside the box (NaN) are hidden, and with them the cells they belong to
+            st.grid.hide_points(np.isnan(sl.distance.ravel()))
         if sl.eikonal is not None:
             st.grid.point_data["eikonal"] = sl.eikonal.ravel()
         elif "eikonal" in st.grid.point_data:  # belonged to the plane before this one
@@ -224,8 +234,11 @@ class FieldViewer:
         name = f"slice-{st.key}"
         if self.kind == "eikonal" and "eikonal" not in st.grid.point_data:
             self._evaluate(st)
+        # Opaque: no NaN opacity (a lookup table with any transparent colour makes VTK draw the whole
+        # slice as translucent, and then every slice and contour behind it shows through). The free
+        # slice's samples outside the box are hidden points instead (see _evaluate).
         p.add_mesh(st.grid, scalars=self.kind, cmap=self._cmap(), clim=self._clim(), show_scalar_bar=False,
-                   lighting=False, name=name, nan_opacity=0.0)
+                   lighting=False, name=name)
         p.actors[name].SetVisibility(st.visible)
         self._draw_contours(st)
 
@@ -240,10 +253,12 @@ class FieldViewer:
         if np.isnan(d).all():
             return
         lo, hi = float(np.nanmin(d)), float(np.nanmax(d))
-        levels = [k * step for k in range(int(lo / step) - 1, int(hi / step) + 2) if k != 0]
         self._add_lines(g.contour([0.0], scalars="distance") if lo < 0 < hi else None,
                         f"contour-zero-{st.key}", "black" if self.kind == "distance" else "#00d8ff", 3)
-        inside = [v for v in levels if lo < v < hi]
+        # distance contours only over a distance map: over the Eikonal error they would read as
+        # lines of that error (the surface f = 0 and the iso level's line stay: they are places)
+        levels = [k * step for k in range(int(lo / step) - 1, int(hi / step) + 2) if k != 0]
+        inside = [v for v in levels if lo < v < hi] if self.kind == "distance" else []
         self._add_lines(g.contour(inside, scalars="distance") if inside else None,
                         f"contour-lines-{st.key}", "#606060", 1)
         if self.level != 0 and lo < self.level < hi:
@@ -255,16 +270,22 @@ class FieldViewer:
         self.plotter.add_mesh(lines, color=color, line_width=width, lighting=False, name=name,
                               render_lines_as_tubes=False)
 
-    def _draw_scalar_bar(self) -> None:
+    def _draw_titles(self) -> None:
+        """Name what the slices show, in the scene, on the colour bar and in the window's title."""
         p = self.plotter
+        scene_title, bar_title, window_title = TITLES[self.kind]
+        # first line of the corner text: clear of the key list (upper left) and above the colour bar
+        p.add_text("\n".join([scene_title, *self._info]), position="upper_right", font_size=8, color="#333333",
+                   name="info")
+        p.title = f"{self.title} - {window_title}"
+        if p.render_window is not None:
+            p.render_window.SetWindowName(p.title)
         for title in list(p.scalar_bars.keys()):
             p.remove_scalar_bar(title, render=False)
-        title = ("signed distance\n(scan units)" if self.kind == "distance"
-                 else "Eikonal error\nabs(norm(grad f) - 1)")
         actor = next((p.actors[f"slice-{k}"] for k in list(self.slices) + ["free"] if f"slice-{k}" in p.actors), None)
         if actor is None:
             return
-        p.add_scalar_bar(title=title, mapper=actor.mapper, vertical=True, position_x=0.84, position_y=0.3,
+        p.add_scalar_bar(title=bar_title, mapper=actor.mapper, vertical=True, position_x=0.84, position_y=0.3,
                          width=0.06, height=0.5, color="black", title_font_size=12, label_font_size=11,
                          n_labels=5, fmt="%.3g")
 
@@ -284,18 +305,20 @@ class FieldViewer:
         p.actors["surface"].SetVisibility(self.surface_visible)
 
     def _offset_surface(self, level: float):
-        """The ``level`` set (scan units) from a cached coarse grid of the field, or None."""
-        from siren3d.field import Grid, grid_values
-        from siren3d.meshing import marching_cubes
+        """The ``level`` set (scan units) as ``siren3d mesh --level`` makes it (at ``surface_res``, every
+        piece kept: stray blobs of a field that is not a distance are worth seeing here), or None."""
+        from siren3d.meshing import extract_mesh
 
-        grid = Grid.cube(self.surface_res)
-        if self._volume is None:
-            self._volume = grid_values(self._values, grid)
-        unit_level = level / self.scale
-        if not (self._volume.min() < unit_level < self._volume.max()):
+        meshing_log = logging.getLogger("siren3d.meshing")
+        quiet, meshing_log.disabled = meshing_log.disabled, True  # an offset reaching the box is no news here
+        try:
+            mesh = extract_mesh(self.field, self.frame, res=self.surface_res, level=level, normals=False,
+                                min_component=0.0, keep_inner=True)
+        except Siren3dError:  # the field does not reach this level in the box
             return None
-        v, f = marching_cubes(self._volume, unit_level)
-        return grid.points(v) * self.scale + self.center, f
+        finally:
+            meshing_log.disabled = quiet
+        return mesh.vertices, mesh.faces
 
     # ------------------------------------------------------------------ state changes (keys, widgets)
 
@@ -337,7 +360,7 @@ class FieldViewer:
         self.kind = "eikonal" if on else "distance"
         for st in self._all_slices():
             self._draw_slice(st)
-        self._draw_scalar_bar()
+        self._draw_titles()
         self._sync_checkbox("eikonal", on)
 
     def set_level(self, level: float) -> None:
@@ -441,16 +464,21 @@ class FieldViewer:
         self.plotter.show()
 
     def image(self) -> np.ndarray:
-        """The rendered scene as an (H, W, 3) uint8 array."""
+        """The scene as it is now, rendered: an (H, W, 3) uint8 array."""
+        self._render()
         return self.plotter.screenshot(return_img=True)
+
+    def _render(self) -> None:
+        # pyvista's screenshot() renders only the first time; later it returns the last frame drawn,
+        # which misses every change made since without a render (a check box, a colour bar, a title)
+        self.plotter.render()
 
     def screenshot(self, path) -> None:
         """Render and write an image file atomically (PNG, JPEG, BMP, TIFF by suffix)."""
-        from pathlib import Path
-
         from siren3d.files import atomic_output
 
         path = check_image_path(path)
+        self._render()
         try:
             with atomic_output(path) as tmp:
                 self.plotter.screenshot(str(tmp))
