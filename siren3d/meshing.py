@@ -445,7 +445,8 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
             distance = support.distance(unit, offset=offset)
         else:  # exact only as far as it matters to the trim (inf beyond): far searches are slow
             absolute, distance = support.nearest(unit, offset=offset, bound=support.bound(trim))
-            plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset, absolute=absolute)
+            plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset, absolute=absolute,
+                             field=lambda x: field_values(model, x, cfg.chunk))
             trimmed = {"unsupported_regions": plan.regions, "trimmed_regions": plan.trimmed_regions}
     inner = inner_kept = 0
     if plan is None or not (plan.value > 0).any():

@@ -17,8 +17,10 @@ triangles' staircase), and then drops the bits of surface the cut leaves isolate
   removed: its holes (the Stanford bunny's open base, the gaps between the points of a sparse
   sample) are smaller and stay closed, and the mesh stays one watertight piece. With one, the
   scan is partial and its mesh open anyway: the open sides go, and so does every other region
-  deeper than :data:`AUTO_HOLE_SPACINGS` (what the scanner could not see inside the view, such as
-  occlusion shadows), while the gaps between neighbouring points stay closed.
+  deeper than :data:`AUTO_HOLE_SPACINGS` that bridges a gap in the view (an occlusion shadow: the
+  scan points nearest to it lie on the surface elsewhere), while the gaps between neighbouring
+  points stay closed, and so does surface that is far from its points only because the fit did not
+  reach them (in a deep fold: the points nearest to it are not on the surface at all).
 * ``off``: nothing is removed.
 
 The same support decides which closed shells inside the main surface are fitting artefacts
@@ -49,6 +51,9 @@ AUTO_SPACINGS = 1.5
 AUTO_DEPTH = 0.10
 #: auto, on a partial scan: unsupported regions deeper than this many spacings are holes in the view.
 AUTO_HOLE_SPACINGS = 4.0
+#: auto: a deep region bridges a gap when at least this fraction of the scan points nearest to its
+#: deep part lie on the surface (|f| within AUTO_SPACINGS of their spacing).
+AUTO_BRIDGE = 0.5
 #: A closed shell inside the main surface is kept when at least this fraction of its area is supported.
 SHELL_SUPPORTED = 0.5
 #: Cut points closer than this fraction of an edge to one of its ends are moved onto that end.
@@ -254,14 +259,16 @@ class TrimPlan:
 
 
 def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, trim, support: ScanSupport,
-              at_box_edge: np.ndarray | None = None, offset: float = 0.0, absolute: np.ndarray | None = None
-              ) -> TrimPlan:
+              at_box_edge: np.ndarray | None = None, offset: float = 0.0, absolute: np.ndarray | None = None,
+              field=None) -> TrimPlan:
     """Decide what ``trim`` ('auto' or a distance in spacings) removes from a mesh.
 
     vertices: (V, 3) unit box; distance: (V,) support distances (inf: beyond support.bound(trim));
     at_box_edge: (V,) bool, vertices on the meshing box's faces (auto removes every unsupported
     region that reaches them); offset: see ScanSupport.distance; absolute: (V,) the distances in
-    unit-box units, if known (ScanSupport.nearest).
+    unit-box units, if known (ScanSupport.nearest); field: f at unit-box points (M, 3) -> (M,), to
+    tell a gap in the view from surface the fit did not bring to its points (None: every deep
+    region of a partial scan is a gap).
     """
     distance = np.minimum(np.asarray(distance, dtype=np.float64), 1e9)  # inf: far, as far as it matters
     if trim != "auto":
@@ -305,10 +312,33 @@ def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, tri
     if open_side.any():  # a partial scan: holes in the view go too, gaps between points stay
         spacings = np.zeros(n)
         np.maximum.at(spacings, labels[inside], distance[inside])
-        remove |= spacings > AUTO_HOLE_SPACINGS
+        deep = ~open_side & (spacings > AUTO_HOLE_SPACINGS)
+        if field is not None and deep.any():
+            deep &= _bridges(vertices, distance, labels, deep, support, field)
+        remove |= deep
     go = inside & remove[np.maximum(labels, 0)]
     value[go] = distance[go] - t
     return TrimPlan(value, n, int(remove.sum()), t)
+
+
+def _bridges(vertices, distance, labels, candidates, support: ScanSupport, field) -> np.ndarray:
+    """Which candidate regions bridge a gap in the view: the scan points nearest to their deep part
+    (farther than halfway to AUTO_HOLE_SPACINGS) lie on the surface, so the scan is represented
+    elsewhere and this surface stands where nothing was seen. Returns (regions,) bool."""
+    halfway = (AUTO_SPACINGS + AUTO_HOLE_SPACINGS) / 2
+    sel = (labels >= 0) & candidates[np.maximum(labels, 0)] & (distance > halfway)
+    out = np.zeros(len(candidates), dtype=bool)
+    if not sel.any():
+        return out
+    _, j = support.tree.query(np.asarray(vertices[sel], dtype=np.float64), workers=-1)
+    region = labels[sel]
+    pairs = np.unique(np.stack([region, j], 1), axis=0)  # each region's nearest points, once
+    f = np.asarray(field(support.points[pairs[:, 1]].astype(np.float64)), dtype=np.float64).reshape(-1)
+    on = np.abs(f) <= AUTO_SPACINGS * support.spacing[pairs[:, 1]]
+    share = np.bincount(pairs[:, 0], weights=on, minlength=len(out)) / np.maximum(
+        np.bincount(pairs[:, 0], minlength=len(out)), 1)
+    out[:] = share >= AUTO_BRIDGE
+    return out
 
 
 def cut_mesh(vertices: np.ndarray, faces: np.ndarray, value: np.ndarray, *extra):

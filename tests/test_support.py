@@ -203,3 +203,32 @@ def test_scanned_bits_apart_from_the_rest_survive_trimming_and_stray_islands_do_
     centres = sorted(p.vertices.mean(0)[0] for p in pieces)
     assert centres[0] == pytest.approx(0.0, abs=0.05) and centres[1] == pytest.approx(0.72, abs=0.02)
     assert mesh.vertices[:, 2].min() > -0.05  # nothing left of the far sides
+
+
+def test_a_gap_in_the_view_is_cut_but_surface_the_fit_did_not_bring_to_its_points_stays():
+    """One view of a ball (the far half is an open side). Inside the view: a gap with no points
+    (an occlusion shadow), and a dent the field does not follow (points 5 spacings below its
+    surface). Both are deeper than AUTO_HOLE_SPACINGS; the field tells them apart: the points
+    nearest to the gap's bridge lie on the surface, those under the dent do not."""
+    from siren3d.support import AUTO_HOLE_SPACINGS
+    from siren3d.synthetic import sphere
+
+    ball = trimesh.creation.icosphere(subdivisions=5, radius=0.6)
+    v, f = np.asarray(ball.vertices), np.asarray(ball.faces)
+    p = np.random.default_rng(2).normal(size=(80_000, 3))
+    p = p[p[:, 0] > 0]
+    p = 0.6 * p / np.linalg.norm(p, axis=1, keepdims=True)
+    gap_dir, dent_dir = (np.array(d) / np.linalg.norm(d) for d in ([1, -0.4, -0.3], [1, 0.4, 0.3]))
+    p = p[p @ gap_dir < 0.6 * np.cos(0.12)]
+    dent = p @ dent_dir > 0.6 * np.cos(0.15)
+    spacing = float(np.median(point_spacing(p)))
+    p[dent] *= 1 - 5.5 * spacing / 0.6
+    sup = ScanSupport(p.astype(np.float32), point_spacing(p))
+    in_gap = v @ gap_dir > 0.6 * np.cos(0.06)
+    in_dent = v @ dent_dir > 0.6 * np.cos(0.08)
+    assert sup.distance(v[in_dent]).min() > AUTO_HOLE_SPACINGS and sup.distance(v[in_gap]).max() > AUTO_HOLE_SPACINGS
+    plan = plan_trim(v, f, sup.distance(v), "auto", sup, field=sphere(0.6))
+    gone = plan.value > 0
+    assert gone[v[:, 0] < -0.1].all() and gone[in_gap].all() and not gone[in_dent].any()
+    blind = plan_trim(v, f, sup.distance(v), "auto", sup)  # without the field: every deep region goes
+    assert (blind.value > 0)[in_dent].all()
