@@ -8,7 +8,7 @@ and the same API the command line uses::
 
     scan = siren3d.load_scan("scan.ply")
     result = siren3d.fit(scan, siren3d.FitConfig(steps=1200), "runs/scan")
-    mesh = siren3d.extract_mesh(result.model, result.normalization)   # what `siren3d mesh` writes
+    mesh = siren3d.extract_mesh(result.model, result.normalization, support=result.support)  # = `siren3d mesh`
     siren3d.export_mesh(mesh, "scan.ply")
 
 Names are imported on first use, so ``import siren3d`` (and ``siren3d --help``) does not load torch.
@@ -32,6 +32,8 @@ _API = {
     "fit": "training", "FitInterrupted": "training", "FitResult": "training", "Trainer": "training",
     "MeshResult": "meshing", "MeshStats": "meshing", "extract_mesh": "meshing", "export_mesh": "meshing",
     "score_mesh": "metrics",
+    "ScanSupport": "support",
+    "scan_mesh": "scanner", "viewpoint": "scanner", "VirtualScan": "scanner",
 }
 
 __all__ = ["__version__", "Siren3dError", "SettingError", *_API]

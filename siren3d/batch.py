@@ -274,7 +274,7 @@ def process_scan(job: ScanJob, config: FitConfig, mesh: MeshConfig | None = None
             if ckpt.step != fit_doc["step"]:
                 ckpt = None  # training it further was interrupted after fit.json: finish that first
         if ckpt is not None:
-            model, normalization = ckpt.model, ckpt.normalization
+            model, normalization, support = ckpt.model, ckpt.normalization, ckpt.support
         else:
             resume = model_path.is_file()
             if resume:
@@ -285,11 +285,11 @@ def process_scan(job: ScanJob, config: FitConfig, mesh: MeshConfig | None = None
             scan = load_scan(job.input, load, seed=config.seed)
             result = fit(scan, config, run_dir, resume=resume, progress=False)
             del scan
-            model, normalization = result.model, result.normalization
+            model, normalization, support = result.model, result.normalization, result.support
             fit_doc = _read_json(run_dir / "fit.json") or {}
         ply, meta = _mesh_paths(job, mesh)
-        mesh_result = extract_mesh(model, normalization, mesh)
-        export_mesh(mesh_result, ply)
+        mesh_result = extract_mesh(model, normalization, mesh, support=support)  # trimmed as `siren3d mesh` trims
+        export_mesh(mesh_result, ply, support_property=mesh.write_support)
         mesh_doc = {"siren3d": __version__, "mesh": str(ply), "model_step": fit_doc.get("step"),
                     "options": _mesh_key(mesh), "stats": mesh_result.stats.to_dict()}
         with atomic_output(meta) as tmp:

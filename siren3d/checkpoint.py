@@ -5,11 +5,13 @@ The file holds plain tensors and a JSON string, nothing else:
     {"format": "siren3d-model", "version": 1,
      "meta": "<JSON: model config, normalization, fit config, step, input, summary>",
      "weights": {name: tensor},
+     "support": {"points", "spacing"[, "colors"]},  # optional: the scan's support (siren3d.support)
      "train": {...}}            # optional: optimizer moments, RNG state, loss history (resume)
 
 It is written atomically (temp file + rename) and read with ``torch.load(weights_only=True)``,
 which refuses any pickle that would construct objects: a shared model file cannot run code.
-Its tensors are checked against the declared architecture before use.
+Its tensors are checked against the declared architecture before use. Files written before the
+support was stored load with ``support=None`` (their meshes are not trimmed).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .errors import Siren3dError
 from .files import atomic_output
 from .model import Siren
 from .normalization import Normalization
+from .support import ScanSupport
 
 FORMAT = "siren3d-model"
 VERSION = 1
@@ -43,6 +46,7 @@ class Checkpoint:
     meta: dict
     train: dict | None = None
     path: str = ""
+    support: ScanSupport | None = None  # the scan's support: trimming, colours (None in older files)
 
     @property
     def step(self) -> int:
@@ -50,7 +54,7 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | os.PathLike, model: Siren, normalization: Normalization, meta: dict,
-                    train: dict | None = None) -> None:
+                    train: dict | None = None, support: ScanSupport | None = None) -> None:
     meta = dict(meta)
     meta["model"] = model.config.to_dict()
     meta["normalization"] = normalization.to_dict()
@@ -62,6 +66,8 @@ def save_checkpoint(path: str | os.PathLike, model: Siren, normalization: Normal
     }
     if train is not None:
         payload["train"] = train
+    if support is not None:
+        payload["support"] = support.to_tensors()
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -152,6 +158,12 @@ def _validate(payload, path: str, device) -> Checkpoint:
         raise Siren3dError("model weights contain NaN/Inf", path)
     model.load_state_dict({k: v.float() for k, v in weights.items()})
     model.to(device).eval()
+    support = None
+    if "support" in payload:
+        try:
+            support = ScanSupport.from_tensors(payload["support"])
+        except ValueError as e:
+            raise Siren3dError(f"model file's scan support is invalid ({e})", path) from None
     train = payload.get("train")
     return Checkpoint(model=model, normalization=normalization, meta=meta,
-                      train=train if isinstance(train, dict) else None, path=path)
+                      train=train if isinstance(train, dict) else None, path=path, support=support)

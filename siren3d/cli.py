@@ -246,8 +246,12 @@ def mesh(model: Path | None, run: Path | None, output: Path | None, quiet: bool,
         raise Siren3dError(f"cannot write '{output.suffix or '(no extension)'}' meshes; use one of "
                            f"{' '.join(EXPORT_SUFFIXES)}", output)
     ckpt = load_checkpoint(model_path, device=resolve_device(config.device))
-    result = extract_mesh(ckpt.model, ckpt.normalization, config, progress=not quiet and sys.stderr.isatty())
-    export_mesh(result, output)
+    result = extract_mesh(ckpt.model, ckpt.normalization, config, support=ckpt.support,
+                          progress=not quiet and sys.stderr.isatty())
+    if ckpt.support is None and config.trim == "auto":
+        click.echo("note: this model file has no scan support (written by an older siren3d), so nothing was "
+                   "trimmed; refit to trim unsupported surface", err=True)
+    export_mesh(result, output, support_property=config.write_support)
     click.echo(summary_line(result.stats), err=True)
     err = result.stats.level_error
     if err and "after_mean" in err:
@@ -267,7 +271,9 @@ def summary_line(s) -> str:
             + (f" ({s.dropped_components} small dropped)" if s.dropped_components else "")
             + (f" ({count(s.inner_shells_dropped, 'inner shell')} dropped; --keep-inner keeps them)"
                if s.inner_shells_dropped else "")
-            + f", {'watertight' if s.watertight else 'open (not watertight)'}")
+            + f", {'watertight' if s.watertight else 'open (not watertight)'}"
+            + (f"; trimmed {s.trimmed_fraction:.1%} of the area ({s.trimmed_area:.4g} square scan units, "
+               f"{count(s.trimmed_regions, 'unsupported region')}; --trim off keeps it)" if s.trimmed_regions else ""))
 
 
 @main.command()

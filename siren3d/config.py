@@ -268,6 +268,27 @@ def parse_bbox(text: str) -> tuple[float, ...]:
     return nums
 
 
+TRIM_MODES = ("auto", "off")
+
+
+def parse_trim(text) -> str | float:
+    """'auto', 'off' or a positive distance in point spacings (ValueError otherwise)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        word = str(text).strip().lower()
+        if word in TRIM_MODES:
+            return word
+        try:
+            value = float(word)
+        except ValueError:
+            raise ValueError(f"expected auto, off or a distance in point spacings, got '{text}'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"a trim distance must be a positive number of point spacings, got {text} "
+                         f"('off' keeps everything)")
+    return value
+
+
 @dataclass
 class MeshConfig(Settings):
     """How a fitted field becomes a mesh (``siren3d mesh`` and :func:`siren3d.extract_mesh`)."""
@@ -288,6 +309,12 @@ class MeshConfig(Settings):
                          min=0, max=10)
     bbox: tuple | None = setting(None, "Mesh this box, in scan units, instead of the fitted box.",
                                  metavar="X0,Y0,Z0,X1,Y1,Z1", parse=parse_bbox)
+    trim: str | float = setting("auto", "Remove the surface farther than this from every scan point: a distance in "
+                                "point spacings; 'auto': only where the scan is open (the unseen side of a single "
+                                "view; a complete scan stays closed); 'off': keep it all.",
+                                metavar="auto|off|SPACINGS", parse=parse_trim)
+    write_support: bool = setting(False, "Write each vertex's support distance (to the nearest scan point, in point "
+                                  "spacings) as the PLY vertex property 'quality' (MeshLab's vertex quality).")
     normals: bool = setting(True, "Vertex normals from grad f.", cli=False)
     device: str = setting("auto", "Where the network is evaluated (auto: CUDA when available).", choices=DEVICES)
     block: int = setting(4, "Cells per side of the finest sparse blocks (marching cubes runs per block).", min=1,
@@ -304,6 +331,10 @@ class MeshConfig(Settings):
 
     def validate(self) -> None:
         validate(self)
+        try:
+            parse_trim(self.trim)
+        except ValueError as e:
+            raise SettingError(f"trim: {e}", "trim") from None
         if self.res > MAX_RES:
             raise SettingError(f"res {self.res} is above the largest supported resolution, {MAX_RES}: a {self.res}^3 "
                                f"grid is {self.res ** 3 / 1e9:.0f} billion samples, "

@@ -16,9 +16,12 @@ Two ways to sample it:
   until nothing is added), so a surface is never cut open where the coarse test was wrong. Vertices
   on shared block faces are merged: no cracks, no duplicates.
 
-Afterwards, optionally: Newton steps move each vertex onto the level set along grad f (``refine``),
-vertex normals come from grad f, and small disconnected pieces are dropped (``min_component``).
-Faces are oriented outward (the field is negative inside).
+Afterwards: small disconnected pieces are dropped (``min_component``), then closed shells inside
+the main surface that the scan does not support (``keep_inner``); with the scan's support
+(:mod:`siren3d.support`) the surface the scan does not support is trimmed away (``trim``) and
+vertices get colours from the scan's; optionally Newton steps move each vertex onto the level set
+along grad f (``refine``), and vertex normals come from grad f. Faces are oriented outward (the
+field is negative inside).
 """
 
 from __future__ import annotations
@@ -30,18 +33,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MeshConfig
+from .config import MeshConfig, parse_trim
 from .errors import Siren3dError
 from .field import DEFAULT_CHUNK, Grid, field_values, field_values_and_grads, grid_values
 from .files import atomic_output
 from .model import Siren
 from .normalization import Normalization
+from .support import ScanSupport, cut_mesh, face_areas, plan_trim, shell_supported
 from .system import available_memory
 from .topology import face_components, is_watertight, keep_faces
 
 log = logging.getLogger(__name__)
 
 EXPORT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
+#: After trimming, a small piece (min_component) is kept if its area is that of this many scan points
+#: (their spacing squared): scanned surface seen apart from the rest, not a stray bit.
+TRIM_PIECE_POINTS = 20
 #: Field values this close to the level (in cells) count as just outside it (see marching_cubes).
 SNAP = 1e-4
 _DEFAULTS = MeshConfig()
@@ -67,9 +74,21 @@ class MeshStats:
     blocks: int | None = None        # sparse: blocks meshed, of which grown from a neighbour
     grown_blocks: int | None = None
     level_error: dict | None = None  # |f - level| at the vertices, scan units: before (and after refine)
+    trim: str = "off"                # what was trimmed: 'auto', 'off' or the distance in spacings
+    trimmed_area: float = 0.0        # area trimmed away, scan units squared
+    trimmed_fraction: float = 0.0    # of the area before trimming
+    trimmed_regions: int = 0         # unsupported regions removed
+    unsupported_regions: int = 0     # unsupported regions found (auto keeps the small ones closed)
+    inner_shells_kept: int = 0       # closed shells inside the main surface kept: the scan supports them
+    colored: bool = False            # vertex colours from the scan's
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: PLY vertex property holding the support distance: MeshLab reads it as vertex quality (Filters >
+#: Selection > Select by Vertex Quality), CloudCompare as a scalar field.
+SUPPORT_PROPERTY = "quality"
 
 
 @dataclass
@@ -78,11 +97,19 @@ class MeshResult:
     faces: np.ndarray     # (F, 3) int64, outward
     normals: np.ndarray | None  # (V, 3) float64 unit vertex normals from grad f
     stats: MeshStats
+    support_distance: np.ndarray | None = None  # (V,) float32: to the nearest scan point, in its spacings
+    colors: np.ndarray | None = None  # (V, 3|4) uint8 RGB(A) from the scan's colours
 
-    def to_trimesh(self):
+    def to_trimesh(self, support_property: bool = False):
+        """As a trimesh (with vertex colours; with ``support_property``, the support distance as the
+        vertex attribute SUPPORT_PROPERTY, which its PLY writer writes)."""
         import trimesh
 
-        return trimesh.Trimesh(self.vertices, self.faces, vertex_normals=self.normals, process=False)
+        tm = trimesh.Trimesh(self.vertices, self.faces, vertex_normals=self.normals, vertex_colors=self.colors,
+                             process=False)
+        if support_property and self.support_distance is not None:
+            tm.vertex_attributes[SUPPORT_PROPERTY] = np.asarray(self.support_distance, dtype=np.float32)
+        return tm
 
 
 def grid_axis(res: int) -> np.ndarray:
@@ -304,30 +331,36 @@ def _ray_crossings(origin: np.ndarray, direction: np.ndarray, tri: np.ndarray) -
 _RAYS = np.array([[0.5773, 0.5812, 0.5736], [-0.7071, 0.3090, 0.6358], [0.2113, -0.9012, 0.3785]])
 
 
-def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20):
-    """Drop closed pieces that lie inside the largest piece: a scanner cannot see inside an object,
-    so a shell there is a fitting artefact (a pocket of the wrong sign), never scanned surface.
+def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20, supported=None, extra=()):
+    """Drop closed pieces that lie inside the largest piece and that the scan does not support: a
+    pocket of the wrong sign left by the fit. A hollow object's measured inner wall is supported
+    and stays.
 
     A piece is inside when rays from one of its vertices cross the largest piece an odd number of
     times (majority of three rays). Only the ``max_tested`` largest other pieces are tested.
-    Returns (vertices, faces, pieces dropped).
+    ``supported(vertices, faces) -> bool`` says whether the scan supports an inside piece (None:
+    no scan to ask, every inside piece goes). ``extra``: per-vertex arrays (or None) reindexed
+    alike. Returns (vertices, faces, pieces dropped, inside pieces kept as supported, *extra).
     """
     n, labels = face_components(faces)
     if n <= 1:
-        return vertices, faces, 0
+        return (vertices, faces, 0, 0, *extra)
     counts = np.bincount(labels, minlength=n)
     order = np.argsort(-counts)
     tri = np.asarray(vertices, dtype=np.float64)[faces[labels == order[0]]]
-    inner = []
+    inner, kept = [], 0
     for c in order[1:1 + max_tested]:
         origin = np.asarray(vertices[faces[np.argmax(labels == c), 0]], dtype=np.float64)
         odd = sum(_ray_crossings(origin, d / np.linalg.norm(d), tri) % 2 for d in _RAYS)
         if odd >= 2:
-            inner.append(c)
+            if supported is not None and supported(vertices, faces[labels == c]):
+                kept += 1
+            else:
+                inner.append(c)
     if not inner:
-        return vertices, faces, 0
-    v, f = keep_faces(vertices, faces, ~np.isin(labels, inner))
-    return v, f, len(inner)
+        return (vertices, faces, 0, kept, *extra)
+    v, f, *rest = keep_faces(vertices, faces, ~np.isin(labels, inner), *extra)
+    return (v, f, len(inner), kept, *rest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +378,7 @@ def estimate_memory(res: int, method: str, active_blocks: int | None = None, blo
 
 
 def extract_mesh(model, normalization: Normalization, config: MeshConfig | None = None, *,
-                 progress: bool = False, **settings) -> MeshResult:
+                 support: ScanSupport | None = None, progress: bool = False, **settings) -> MeshResult:
     """The ``level`` set (scan units; 0: the surface) of ``model`` as a mesh in scan coordinates.
 
     model: a :class:`Siren`, or any field as :mod:`siren3d.field` takes it (a callable unit-box points
@@ -355,9 +388,17 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     evaluated where its weights are (``config.device`` is for loading a model, see the CLI). A level
     L is the offset surface at distance L outside the surface (inside for L < 0) where the field is
     a distance.
+    ``support``: the scan's support (``FitResult.support``, ``Checkpoint.support``; what ``siren3d
+    mesh`` passes): it trims the surface the scan does not support (``trim``), keeps supported inner
+    shells, and gives the vertices the scan's colours and their support distance. Without it nothing
+    is trimmed (``trim`` set to a distance is then an error).
     """
     cfg = replace(config or MeshConfig(), **settings)
     cfg.validate()
+    trim = parse_trim(cfg.trim)
+    if support is None and trim not in ("auto", "off"):
+        raise Siren3dError(f"trim {trim:g} needs the scan's support, and this model has none (a model file "
+                           f"written before siren3d stored it: refit, or use trim 'off')")
     res = cfg.res
     if cfg.bbox is not None:
         b = np.asarray(cfg.bbox, dtype=np.float64).reshape(2, 3)
@@ -387,30 +428,110 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     if len(f) == 0:
         lo, hi = field_range if cfg.method == "dense" else _field_range(model, grid, cfg.chunk)
         _no_crossing(normalization, cfg.level, unit_level, lo, hi)
-    # Small pieces go first (a question of faces alone), so that neither the box-edge warning
-    # nor the gradient pass below is spent on vertices that will not be written.
-    v, f, kept, dropped = drop_small_components(v, f, cfg.min_component)
-    inner = 0
-    if not cfg.keep_inner and kept > 1:
-        v, f, inner = drop_inner_shells(v, f)
-        kept -= inner
-    touches = bool(((v <= 1e-9) | (v >= grid.cells - 1e-9)).any())
+    at_edge = ((v <= 1e-9) | (v >= grid.cells - 1e-9)).any(1)
     unit = grid.points(v)
+    offset = abs(unit_level)  # an offset surface's distance to the scan counts from the offset
+    supported = None
+    if support is not None:
+        def supported(pv, pf):
+            return shell_supported(pv, pf, support, offset=offset)
+
+    # What would be trimmed is decided on the whole surface, before anything is dropped: on a
+    # partial scan the field's far side can be split by the box into pieces, some of them holding
+    # scanned surface, and none of those may go for being small next to the far side.
+    distance, plan, trimmed = None, None, {}
+    if support is not None:
+        if trim == "off":
+            distance = support.distance(unit, offset=offset)
+        else:  # exact only as far as it matters to the trim (inf beyond): far searches are slow
+            absolute, distance = support.nearest(unit, offset=offset, bound=support.bound(trim))
+            plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset, absolute=absolute,
+                             field=lambda x: field_values(model, x, cfg.chunk))
+            trimmed = {"unsupported_regions": plan.regions, "trimmed_regions": plan.trimmed_regions}
+    inner = inner_kept = 0
+    if plan is None or not (plan.value > 0).any():
+        # Nothing to trim (a complete scan): small pieces, then closed pieces inside the main one.
+        # Small pieces go first (a question of faces alone), so that neither the box-edge warning
+        # nor the gradient pass below is spent on vertices that will not be written.
+        unit, f, distance, at_edge, kept, dropped = drop_small_components(unit, f, cfg.min_component, distance,
+                                                                          at_edge)
+        if not cfg.keep_inner and kept > 1:
+            unit, f, inner, inner_kept, distance, at_edge = drop_inner_shells(unit, f, supported=supported,
+                                                                               extra=(distance, at_edge))
+            kept -= inner
+    else:
+        # Trimming: pieces the cut removes whole go first (no inner-shell test spent on them), then
+        # inner shells, the cut, and the pieces left small next to the largest kept one.
+        area_before = float(face_areas(unit, f).sum())
+        n, labels = face_components(f)
+        stays = np.zeros(n, dtype=bool)
+        stays[labels[(plan.value[f] <= 0).any(1)]] = True
+        if not stays.all():
+            unit, f, distance, at_edge, plan.value = keep_faces(unit, f, stays[labels], distance, at_edge, plan.value)
+        if not cfg.keep_inner and int(stays.sum()) > 1:
+            unit, f, inner, inner_kept, distance, at_edge, value = drop_inner_shells(
+                unit, f, supported=supported, extra=(distance, at_edge, plan.value))
+            plan.value = value
+        unit, f, distance, at_edge, kept, dropped, trimmed = _trim(unit, f, distance, at_edge, plan, support, cfg,
+                                                                   offset, trimmed, area_before)
+    if distance is not None and not np.isfinite(distance).all():  # beyond the bound, kept: now exactly
+        far = ~np.isfinite(distance)
+        distance[far] = support.distance(unit[far], offset=offset)
+    touches = bool(at_edge.any())
 
     vnormals, level_error = None, None
     if cfg.refine or cfg.normals:
         unit, vnormals, rstats = refine_vertices(model, unit, unit_level, cfg.refine, max_step=grid.h, chunk=cfg.chunk)
         level_error = {k: normalization.distance_to_scan(val) for k, val in rstats.items()
                        if cfg.refine or k.startswith("before")}
+        if distance is not None and cfg.refine:
+            distance = support.distance(unit, offset=offset)
+    colors = support.colors_at(unit) if support is not None else None
     vertices = normalization.to_scan(unit)
     stats = MeshStats(res=res, method=cfg.method, backend=cfg.backend, seconds=time.perf_counter() - t0,
                       evaluations=int(evaluations), dense_evaluations=grid.size, vertices=len(vertices), faces=len(f),
                       components=kept, dropped_components=dropped, inner_shells_dropped=inner,
-                      watertight=is_watertight(f), touches_box=touches, level_error=level_error, **extra)
+                      watertight=is_watertight(f), touches_box=touches, level_error=level_error,
+                      trim=trim if isinstance(trim, str) else f"{trim:g}", inner_shells_kept=inner_kept,
+                      colored=colors is not None, **trimmed, **extra)
+    stats.trimmed_area *= normalization.scale ** 2  # unit box -> scan units squared
     if touches:
         log.warning("the surface reaches the edge of the box, so the mesh is open there; "
                     "mesh a larger box with pad=0.2 (siren3d mesh --pad 0.2) or a bbox")
-    return MeshResult(vertices, f, vnormals, stats)
+    return MeshResult(vertices, f, vnormals, stats, distance, colors)
+
+
+def _trim(unit, faces, distance, at_edge, plan, support: ScanSupport, cfg: MeshConfig, offset: float, stats: dict,
+          before: float):
+    """Cut along ``plan`` (see siren3d.support), then drop the pieces left small (min_component).
+    ``before``: the area before trimming (unit box). Returns (unit vertices, faces, support
+    distances, box-edge mask, pieces, small pieces dropped, stats for MeshStats).
+    """
+    unit, faces, distance, edge, new = cut_mesh(unit, faces, plan.value, distance, at_edge.astype(np.float64))
+    at_edge = edge >= 1.0  # a cut point lies on the box's face only where both ends of its edge do
+    if len(faces) == 0:
+        raise Siren3dError(f"trimming removed the whole surface: nowhere is it within {plan.threshold:g} point "
+                           f"spacings of the scan; the fit probably failed (check loss.png), or use trim 'off'")
+    # The cut may leave bits of surface on their own (near a few points in the middle of an
+    # unsupported region): small pieces go, unless they hold scanned surface (a foot seen apart
+    # from the body), here: the area of TRIM_PIECE_POINTS scan points or more.
+    n, labels = face_components(faces)
+    counts = np.bincount(labels, minlength=n)
+    small_piece = counts < cfg.min_component * counts.max()
+    if small_piece.any():
+        sel = small_piece[labels]
+        _, j = support.tree.query(unit[faces[sel]].mean(1), workers=-1)
+        worth = np.bincount(labels[sel], weights=face_areas(unit, faces[sel]) / support.spacing[j] ** 2.0,
+                            minlength=n)
+        small_piece &= worth < TRIM_PIECE_POINTS
+    small = int(small_piece.sum())
+    if small:
+        unit, faces, distance, at_edge, new = keep_faces(unit, faces, ~small_piece[labels], distance, at_edge, new)
+        n -= small
+    distance[new] = support.distance(unit[new], offset=offset)  # their own, not interpolated
+    after = float(face_areas(unit, faces).sum())
+    stats = {**stats, "trimmed_area": before - after, "trimmed_fraction": (before - after) / before if before else 0.0}
+    return unit, faces, distance, at_edge, n, small, stats
 
 
 def _no_crossing(normalization: Normalization, level: float, unit_level: float, lo: float, hi: float):
@@ -441,14 +562,16 @@ def _check_memory(need_bytes: int, res: int) -> None:
             f"use a lower res")
 
 
-def export_mesh(mesh: MeshResult, path: str | Path) -> Path:
-    """Write the mesh by suffix (PLY, OBJ, STL, OFF, GLB), atomically."""
+def export_mesh(mesh: MeshResult, path: str | Path, *, support_property: bool = False) -> Path:
+    """Write the mesh by suffix (PLY, OBJ, STL, OFF, GLB), atomically, with vertex colours where the
+    mesh has them (PLY, OBJ, GLB; OFF too) and, with ``support_property``, each vertex's support
+    distance as the PLY vertex property SUPPORT_PROPERTY."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
         raise Siren3dError(f"cannot write '{suffix or '(no extension)'}' meshes; use one of "
                            f"{' '.join(EXPORT_SUFFIXES)}", path)
-    tm = mesh.to_trimesh()
+    tm = mesh.to_trimesh(support_property=support_property and suffix == ".ply")
     try:
         with atomic_output(path) as tmp:
             tm.export(tmp, file_type=suffix[1:])

@@ -37,6 +37,7 @@ from .model import Siren
 from .normalization import Normalization
 from .optim import Adam
 from .sampling import Sampler, noise_ratio
+from .support import ScanSupport
 from .system import available_memory, resolve_device
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class FitResult:
     history: np.ndarray  # (steps, len(HISTORY_COLUMNS)): the total, then each loss term
     seconds: float
     points_per_second: float
+    support: ScanSupport | None = None  # the scan's support, as stored in model.pt (for extract_mesh)
 
     @property
     def model_path(self) -> Path:
@@ -253,8 +255,9 @@ class _RunFolder:
     """Writes a fit's checkpoints and explains a divergence; nothing half-written is ever left."""
 
     def __init__(self, run_dir: Path, trainer: Trainer, normalization: Normalization, meta: Callable[[int, float], dict],
-                 saved_step: int | None):
+                 saved_step: int | None, support: ScanSupport | None = None):
         self.run_dir, self.trainer, self.normalization, self.meta = run_dir, trainer, normalization, meta
+        self.support = support
         self.model_path = run_dir / "model.pt"
         self.saved_step = saved_step
         self.created = not run_dir.exists()
@@ -268,7 +271,7 @@ class _RunFolder:
 
     def save(self, step: int, train_s: float, rng: torch.Tensor | None = None) -> None:
         save_checkpoint(self.model_path, self.trainer.model, self.normalization, self.meta(step, train_s),
-                        train=self.trainer.state(rng))
+                        train=self.trainer.state(rng), support=self.support)
         self.saved_step = step
 
     def diverged(self, what: str, at_step: int) -> "FitDiverged":
@@ -363,7 +366,11 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         return {"siren3d": __version__, "step": step, "fit": config.to_dict(), "input": input_info,
                 "timings": {"train_s": prior_seconds + train_s}}
 
-    folder = _RunFolder(run_dir, trainer, normalization, meta, saved_step=start if ckpt is not None else None)
+    # The scan as the mesher sees it (trimming, colours), stored with every checkpoint.
+    support = ckpt.support if ckpt is not None and ckpt.support is not None else \
+        ScanSupport.from_scan(scan, normalization, seed=config.seed)
+    folder = _RunFolder(run_dir, trainer, normalization, meta, saved_step=start if ckpt is not None else None,
+                        support=support)
     setup_s = time.perf_counter() - t_setup
     bar = _progress_bar(config, start, Path(scan.path).name or "scan") if progress else None
     t0 = time.perf_counter()
@@ -410,7 +417,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         log.warning("could not write loss.png: %s", e)
     trainer.model.eval()
     return FitResult(model=trainer.model, normalization=normalization, config=config, run_dir=run_dir,
-                     history=hist, seconds=prior_seconds + train_s, points_per_second=rate)
+                     history=hist, seconds=prior_seconds + train_s, points_per_second=rate, support=support)
 
 
 def _show_progress(bar, step: int, steps: int, values: list[float], rate: float) -> None:

@@ -118,7 +118,7 @@ def test_the_python_api_gives_the_faces_the_command_gives(in_tmp, sphere_scan_fi
     scan = siren3d.load_scan(sphere_scan_file)
     config = siren3d.fit_config(steps=60, batch=512, width=32, init="sphere", lr=5e-4)
     result = siren3d.fit(scan, config, in_tmp / "run", progress=False)
-    mesh = siren3d.extract_mesh(result.model, result.normalization)
+    mesh = siren3d.extract_mesh(result.model, result.normalization, support=result.support)
     siren3d.export_mesh(mesh, in_tmp / "api.ply")
 
     r = CliRunner().invoke(main, ["mesh", "--run", str(in_tmp / "run"), "-q"])

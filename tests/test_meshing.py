@@ -151,14 +151,14 @@ def test_inner_shells_are_dropped_and_outer_pieces_kept():
     beside = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
     beside.apply_translation([2.5, 0.1, -0.2])
     allp = trimesh.util.concatenate([big, inside, beside])
-    v, f, dropped = drop_inner_shells(allp.vertices, allp.faces)
-    assert dropped == 1
+    v, f, dropped, kept = drop_inner_shells(allp.vertices, allp.faces)
+    assert (dropped, kept) == (1, 0)
     assert len(f) == len(big.faces) + len(beside.faces) and len(v) == len(big.vertices) + len(beside.vertices)
     kept = trimesh.Trimesh(v, f, process=False).split(only_watertight=False)
     assert sorted(len(k.faces) for k in kept) == sorted([len(big.faces), len(beside.faces)])
     # nothing inside: nothing dropped, the arrays come back as they were
-    v2, f2, d2 = drop_inner_shells(trimesh.util.concatenate([big, beside]).vertices,
-                                   trimesh.util.concatenate([big, beside]).faces)
+    v2, f2, d2, _ = drop_inner_shells(trimesh.util.concatenate([big, beside]).vertices,
+                                      trimesh.util.concatenate([big, beside]).faces)
     assert d2 == 0 and len(f2) == len(big.faces) + len(beside.faces)
 
 

@@ -64,9 +64,9 @@ def input_path(run_dir: Path, meta: dict) -> str | None:
 
 
 def load_surface(model: Siren, normalization: Normalization, run_dir: Path, res: int = SURFACE_RES,
-                 notes: list[str] | None = None) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+                 notes: list[str] | None = None, support=None) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """The run's newest mesh-*.ply (unless older than its model.pt), else the zero level set extracted
-    at ``res``; (None, "") if neither."""
+    at ``res`` (trimmed as ``siren3d mesh`` trims it, given the model's ``support``); (None, "") if neither."""
     notes = notes if notes is not None else []
     mesh_file = newest_mesh(run_dir)
     model_file = Path(run_dir) / "model.pt"
@@ -86,7 +86,7 @@ def load_surface(model: Siren, normalization: Normalization, run_dir: Path, res:
     from siren3d.meshing import extract_mesh
 
     try:
-        mesh = extract_mesh(model, normalization, res=res)
+        mesh = extract_mesh(model, normalization, res=res, support=support)
     except Siren3dError as e:
         notes.append(f"no zero-level surface: {e}")
         return None, ""
@@ -122,7 +122,7 @@ def load_run(model_path: str | os.PathLike, *, surface: bool = True, points: boo
     view = RunView(model=ckpt.model, normalization=ckpt.normalization, model_path=model_path)
     if surface:
         view.surface, view.surface_source = load_surface(ckpt.model, ckpt.normalization, run_dir, surface_res,
-                                                         view.notes)
+                                                         view.notes, support=ckpt.support)
     if points:
         view.points, view.points_source = load_points(input_path(run_dir, ckpt.meta), max_points, view.notes)
     return view
