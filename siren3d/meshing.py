@@ -26,6 +26,7 @@ field is negative inside).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -431,10 +432,8 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     at_edge = ((v <= 1e-9) | (v >= grid.cells - 1e-9)).any(1)
     unit = grid.points(v)
     offset = abs(unit_level)  # an offset surface's distance to the scan counts from the offset
-    supported = None
-    if support is not None:
-        def supported(pv, pf):
-            return shell_supported(pv, pf, support, offset=offset)
+    # a closed piece inside the main surface is kept when scan points support it (a hollow part's wall)
+    supported = None if support is None else functools.partial(shell_supported, support=support, offset=offset)
 
     # What would be trimmed is decided on the whole surface, before anything is dropped: on a
     # partial scan the field's far side can be split by the box into pieces, some of them holding
