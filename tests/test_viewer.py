@@ -549,7 +549,8 @@ def test_slices_of_a_default_fit_grow_along_rays_leaving_the_surface(offscreen, 
     """Issue 12: slices of a default fit show monotone distance contours away from the surface. On the
     viewer's own three slices: along every ray leaving the surface outward the sliced value grows up to
     the edge of the box (or to where the exact distance stops growing), and along every ray going
-    inward it falls to the interior; the rendered slice shows the same in its colours."""
+    inward it falls to the interior; the rendered slice shows the same in its colours. With the
+    distance term at weight 100, 237 of 1,008 outward rays did not grow to the edge; at 1000 none."""
     from siren3d.synthetic import gradient
     from siren3d.viewer.scene import DISTANCE_CMAP, FieldViewer
 
