@@ -25,8 +25,10 @@ from siren3d.errors import Siren3dError
 from siren3d.io import save_points_ply
 from siren3d.synthetic import sample_surface, sphere, torus
 
+# 60 steps leave the surface a little off the points in places: trimming, which such a rough fit
+# would set off, is not what these tests are about (tests/test_trim.py is)
 TINY = ["--steps", "60", "--batch", "512", "--width", "32", "--hidden-layers", "1", "--init", "sphere",
-        "--res", "32"]
+        "--res", "32", "--trim", "off"]
 VENV_BIN = Path(sys.executable).parent
 
 
