@@ -168,7 +168,7 @@ def test_local_batch_with_a_broken_scan_then_a_rerun_that_only_redoes_what_is_mi
     ball_mesh_mtime = (out / "ball" / "mesh-32.ply").stat().st_mtime_ns
     code = ("import json, sys; from siren3d.batch import run; from siren3d.config import fit_config, MeshConfig; "
             "c = fit_config(steps=60, batch=512, width=32, hidden_layers=1, init='sphere'); "
-            f"rows = run([{str(scans)!r}], {str(out)!r}, c, MeshConfig(res=32), workers=2, progress=False); "
+            f"rows = run([{str(scans)!r}], {str(out)!r}, c, MeshConfig(res=32, trim='off'), workers=2, progress=False); "
             "print(json.dumps(rows))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=200)
     assert r.returncode == 0, r.stderr
