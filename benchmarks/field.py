@@ -3,11 +3,14 @@
 For every closed shape it samples a clean scan (100,000 points with normals, seeded), fits it with
 ``siren3d.fit`` (the defaults, or ``--fit-args``), and then
 
-- on uniform points in the fitted box (the unit box mapped back to the scan's frame) compares f
-  with the exact signed distance d: per band of |d| (< 1 %, 1-5 %, > 5 % of the reference's
+- on uniform points in the fitted box (the unit box mapped back to the scan's frame) compares f,
+  the field as ``siren3d view`` slices it and ``siren3d mesh --level`` meshes it (a
+  ``siren3d.field.ScanField``: the network next to the scan, the scan's distance beyond), with the
+  exact signed distance d (``network_bands``: the same for the network alone): per band of |d| (< 1 %, 1-5 %, > 5 % of the reference's
   bounding-box diagonal) the mean |f - d| (fraction of the diagonal), the median f / d and the
   fraction of points whose sign is wrong;
-- meshes offset levels (+2 %, +5 % and -1 % of the diagonal) with ``extract_mesh(level=...)`` and
+- meshes offset levels (+2 %, +5 % and -1 % of the diagonal) with ``extract_mesh(level=...)`` (with
+  the scan's support, as ``siren3d mesh --level`` does) and
   compares each with the exact offset surface (marching cubes of the exact signed distance):
   pieces, watertightness and Chamfer-L1 (fraction of the diagonal).
 
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from siren3d.config import fit_config
-from siren3d.field import Grid, field_values
+from siren3d.field import Grid, ScanField, field_values
 from siren3d.io import Scan, sample_mesh_surface
 from siren3d.meshing import extract_mesh, marching_cubes
 from siren3d.metrics import score_mesh
@@ -160,17 +163,21 @@ def main() -> None:
         norm = result.normalization
         rng = np.random.default_rng(args.seed + 1)
         unit = rng.uniform(-1, 1, size=(args.eval_points, 3))
-        f = norm.distance_to_scan(field_values(result.model, unit).astype(np.float64))
         d = shape.sdf(norm.to_scan(unit))
+        net = norm.distance_to_scan(field_values(result.model, unit).astype(np.float64))
+        t0 = time.perf_counter()
+        f = norm.distance_to_scan(field_values(ScanField(result.model, result.support), unit).astype(np.float64))
+        field_s = time.perf_counter() - t0
         line = {"bench": "field", "shape": shape.name, "points": len(points), "diag": round(diag, 4),
-                "fit_seconds": round(fit_s, 1), "fit": overrides, "bands": field_errors(f, d, diag), "offsets": {}}
+                "fit_seconds": round(fit_s, 1), "fit": overrides, "bands": field_errors(f, d, diag),
+                "network_bands": field_errors(net, d, diag), "field_seconds": round(field_s, 2), "offsets": {}}
         for rel in OFFSETS:
             level = rel * diag
             key = f"{rel:+.0%}"
             ref = true_offset(shape, norm, level, args.offset_res)
             entry = {"true_pieces": count_components(ref.faces)}
             try:
-                mesh = extract_mesh(result.model, norm, res=args.mesh_res, level=level)
+                mesh = extract_mesh(result.model, norm, res=args.mesh_res, level=level, support=result.support)
             except Exception as e:  # noqa: BLE001 - a benchmark reports, it does not stop
                 entry["error"] = str(e)
                 line["offsets"][key] = entry

@@ -213,8 +213,9 @@ class LossWeights(Settings):
     offsurface: float = setting(1e2, "Weight of exp(-alpha |f|) on uniform points.", min=0)
     sign: float = setting(1e3, "Weight of the inside/outside term on off-surface points (0: off, as in the paper).",
                           min=0)
-    distance: float = setting(1e3, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
-                              "scan: f a true distance in the whole box (0: off, as in the paper).", min=0)
+    distance: float = setting(0.0, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
+                              "scan (0: off, as in the paper; it costs surface detail, and siren3d.field.ScanField "
+                              "makes the field a distance away from the scan instead).", min=0)
     alpha: float = setting(100.0, "Sharpness of the off-surface term exp(-alpha |f|).", positive=True,
                            flag="offsurface-alpha")
 
@@ -232,6 +233,8 @@ class FitConfig(Settings):
     batch: int = setting(2048, "Scan points per step (off-surface points come on top, see the ratios).", min=1)
     uniform_ratio: float = setting(1.0, "Uniform off-surface points per scan point.", min=0)
     near_ratio: float = setting(0.5, "Near-surface off-surface points per scan point.", min=0)
+    focus: float = setting(0.0, "Fraction of each step's scan points drawn in proportion to their |f| when last "
+                           "drawn (where the fit is worst).", min=0, max=1)
     near_scale: float = setting(1.0, "Near-surface noise, in local point spacings.", positive=True)
     sign_k: int = setting(8, "Scan neighbours that vote on an off-surface point's side.", min=1)
     lr: float = setting(2e-4, "Peak learning rate (Adam).", positive=True)

@@ -36,7 +36,7 @@ import numpy as np
 
 from .config import MeshConfig, parse_trim
 from .errors import Siren3dError
-from .field import DEFAULT_CHUNK, Grid, field_values, field_values_and_grads, grid_values
+from .field import DEFAULT_CHUNK, Grid, ScanField, field_values, field_values_and_grads, grid_values
 from .files import atomic_output
 from .model import Siren
 from .normalization import Normalization
@@ -387,8 +387,8 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     ``config`` (default: MeshConfig(), exactly what ``siren3d mesh`` uses) with any of its fields
     overridden by keyword, e.g. ``extract_mesh(model, normalization, res=512)``. The network is
     evaluated where its weights are (``config.device`` is for loading a model, see the CLI). A level
-    L is the offset surface at distance L outside the surface (inside for L < 0) where the field is
-    a distance.
+    L is the offset surface at distance L outside the surface (inside for L < 0): with the scan's
+    support the field is the :class:`~siren3d.field.ScanField`, a distance in the whole box.
     ``support``: the scan's support (``FitResult.support``, ``Checkpoint.support``; what ``siren3d
     mesh`` passes): it trims the surface the scan does not support (``trim``), keeps supported inner
     shells, and gives the vertices the scan's colours and their support distance. Without it nothing
@@ -410,6 +410,8 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     t0 = time.perf_counter()
     if isinstance(model, Siren):
         model.eval()
+        if support is not None and cfg.level != 0:  # an offset lies away from the surface: the field as a distance
+            model = ScanField(model, support)
     unit_level = normalization.distance_to_unit(cfg.level)
     snap = SNAP * grid.h
     extra = {}

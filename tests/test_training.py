@@ -189,29 +189,53 @@ def test_grad_auto_resolves_by_timing_and_is_recorded(tmp_path, sphere_scan_file
 
 @pytest.mark.slow
 def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, sphere_scan_file):
-    """Issue 12: with the distance term (default weight) f is the signed distance away from the
-    surface as well; without it (weight 0, the paper's losses) it falls well short far away."""
+    """Issue 12: a network fitted with the default losses says the side far from the surface, not the
+    distance; the field siren3d slices and offsets (ScanField: the network next to the scan, the
+    distance to the scan beyond) is the signed distance there too, and next to the surface it is the
+    network itself. The distance loss (off by default: it costs surface detail) makes the network
+    alone a distance as well."""
     from dataclasses import replace
 
     from siren3d.config import LossWeights
-    from siren3d.field import field_values
+    from siren3d.field import ScanField, field_values
 
     scan = load_scan(sphere_scan_file)  # a sphere: in the unit box, radius 0.9 about the origin
     x = np.random.default_rng(0).uniform(-1, 1, (20000, 3))
     d = np.linalg.norm(x, axis=1) - 0.9
-    far = np.abs(d) > 0.15
-    ratio, error = {}, {}
-    for weight in (LossWeights().distance, 0.0):
-        # a short fit of a small network (the defaults' 1,200 steps of a 128-wide one do better:
-        # benchmarks/field.py)
-        cfg = small_config(steps=300, lr=5e-4, loss=replace(LossWeights(), distance=weight))
-        result = fit(scan, cfg, tmp_path / f"w{weight:g}", progress=False)
-        f = field_values(result.model, x).astype(np.float64)
-        ratio[weight] = float(np.median(f[far] / d[far]))
-        error[weight] = float(np.abs(f[far] - d[far]).mean())
-        if weight:
-            wrong = float((np.sign(f[far]) != np.sign(d[far])).mean())
-            assert wrong < 0.03, wrong  # 1 % after this short fit; 0 in the benchmark's default fits
+    # a short fit of a small network (the defaults' 1,200 steps of a 128-wide one: benchmarks/field.py)
+    result = fit(scan, small_config(steps=300, lr=5e-4), tmp_path / "default", progress=False)
+    assert result.config.loss.distance == 0
+    net = field_values(result.model, x).astype(np.float64)
+    field = ScanField(result.model, result.support)
+    full = field_values(field, x).astype(np.float64)
+    # 3,000 points 0.055 apart: the blend runs from 3 to 6 spacings (0.17 to 0.33) from the scan
+    assert 0.1 < field.near < field.far < 0.4
+    far, near = np.abs(d) > field.far + 0.01, np.abs(d) < 0.005
+    assert far.sum() > 3000
+    assert np.median(net[far] / d[far]) < 0.5  # measured 0.21
+    # beyond the blend: the distance to the scan, with the network's side (which this short fit still
+    # gets wrong at 13 % of these points; none of a default fit's, see benchmarks/field.py and the
+    # viewer's default-fit test)
+    off = np.abs(np.abs(full[far]) - np.abs(d[far]))  # 3,000 points: the nearest one is a bit farther
+    assert off.mean() < 0.002 and np.percentile(off, 99) < 0.01, (off.mean(), np.percentile(off, 99))
+    assert (np.sign(full[far]) == np.sign(net[far])).all()
+    assert np.array_equal(full[near], net[near].astype(np.float32))  # the surface is the network's
+    # the exact gradient of the blend: a unit vector along the radius far out, smooth through the blend
+    from siren3d.field import field_values_and_grads
+    from siren3d.synthetic import gradient
+
+    blend = (np.abs(d) > field.near - 0.05) & (np.abs(d) < field.far + 0.05)
+    f, g = field_values_and_grads(field, x[blend])
+    fd = gradient(lambda q: field_values(field, q).astype(np.float64), x[blend], eps=1e-4)
+    assert np.percentile(np.linalg.norm(g - fd, axis=1), 99) < 0.05
+    g_far = field_values_and_grads(field, x[far])[1]
+    assert np.abs(np.linalg.norm(g_far, axis=1) - 1).max() < 1e-6
+
+    cfg = small_config(steps=300, lr=5e-4, loss=replace(LossWeights(), distance=1e3))
+    trained = fit(scan, cfg, tmp_path / "w1000", progress=False)
+    f = field_values(trained.model, x).astype(np.float64)
+    out = np.abs(d) > 0.15
     # measured: median f/d 0.87 and mean error 0.09 with the term, 0.21 and 0.27 without
-    assert 0.8 < ratio[LossWeights().distance] < 1.2, ratio
-    assert ratio[0.0] < 0.5 and error[LossWeights().distance] < 0.5 * error[0.0], (ratio, error)
+    assert 0.8 < np.median(f[out] / d[out]) < 1.2
+    assert np.abs(f[out] - d[out]).mean() < 0.5 * np.abs(net[out] - d[out]).mean()
+    assert (np.sign(f[out]) != np.sign(d[out])).mean() < 0.03  # 1 % after this short fit

@@ -38,7 +38,7 @@ def view_run(model_path: str | os.PathLike, *, screenshot: str | os.PathLike | N
     run = load_run(model_path, surface=surface, points=points)
     for note in run.notes:
         echo(f"note: {note}")
-    viewer = FieldViewer(run.model, run.normalization, surface=run.surface, points=run.points, slices=parsed,
+    viewer = FieldViewer(run.field, run.normalization, surface=run.surface, points=run.points, slices=parsed,
                          off_screen=screenshot is not None, window_size=window_size, slice_res=res, free_res=res,
                          interactive=screenshot is None, show_surface=surface, show_points=points, level=level,
                          eikonal=eikonal, view=view, source=_short(model_path), title=f"siren3d view {model_path}")

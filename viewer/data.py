@@ -39,6 +39,15 @@ class RunView:
     points: np.ndarray | None = None
     points_source: str = ""
     notes: list[str] = field(default_factory=list)
+    support: object = None  # the scan's siren3d.support.ScanSupport, when model.pt has it
+
+    @property
+    def field(self):
+        """What the viewer slices: the field as a distance in the whole box (siren3d.field.ScanField)
+        when the model has the scan's support, else the network alone."""
+        from siren3d.field import ScanField
+
+        return self.model if self.support is None else ScanField(self.model, self.support)
 
 
 def newest_mesh(run_dir: Path) -> Path | None:
@@ -119,7 +128,7 @@ def load_run(model_path: str | os.PathLike, *, surface: bool = True, points: boo
     model_path = Path(model_path)
     ckpt = load_checkpoint(model_path)
     run_dir = model_path.parent if model_path.suffix else model_path
-    view = RunView(model=ckpt.model, normalization=ckpt.normalization, model_path=model_path)
+    view = RunView(model=ckpt.model, normalization=ckpt.normalization, model_path=model_path, support=ckpt.support)
     if surface:
         view.surface, view.surface_source = load_surface(ckpt.model, ckpt.normalization, run_dir, surface_res,
                                                          view.notes, support=ckpt.support)

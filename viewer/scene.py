@@ -107,7 +107,9 @@ class _SliceState:
 class FieldViewer:
     """The scene for one field.
 
-    field: a Siren or a callable unit-box points (N, 3) -> f (N,) (see :func:`evaluate_slice`).
+    field: a Siren, a siren3d.field.ScanField (what ``siren3d view`` shows when the model has the
+    scan's support: a distance in the whole box) or a callable unit-box points (N, 3) -> f (N,)
+    (see :func:`evaluate_slice`).
     normalization: scan <-> unit box (None: identity). The box shown is the unit box in scan units.
     surface: (vertices, faces) in scan coordinates, or None; points: (N, 3) scan coordinates, or None.
     slices: [(axis, value in scan units)], default the three planes through the box centre.
@@ -499,6 +501,7 @@ class FieldViewer:
 
 
 def _is_siren(field) -> bool:
+    from siren3d.field import ScanField
     from siren3d.model import Siren
 
-    return isinstance(field, Siren)
+    return isinstance(field, (Siren, ScanField))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from siren3d.field import field_values, field_values_and_grads
+from siren3d.field import ScanField, field_values, field_values_and_grads
 from siren3d.model import Siren
 from siren3d.normalization import Normalization
 
@@ -94,7 +94,7 @@ class FieldEvaluator:
     """A SIREN evaluated for display, in chunks of ``chunk`` points (siren3d.field: w0 folded into the
     weights, in-place sines, exact gradients)."""
 
-    def __init__(self, model: Siren, chunk: int = DEFAULT_CHUNK):
+    def __init__(self, model, chunk: int = DEFAULT_CHUNK):  # a Siren or a siren3d.field.ScanField
         self.model = model
         self.chunk = int(chunk)
 
@@ -110,7 +110,7 @@ class FieldEvaluator:
 def _as_callable(field):
     """(values(points), value_and_grad(points)) for a Siren, a FieldEvaluator or a callable (whose
     gradient comes from central differences)."""
-    if isinstance(field, Siren):
+    if isinstance(field, (Siren, ScanField)):
         field = FieldEvaluator(field)
     if isinstance(field, FieldEvaluator):
         return field, field.value_and_grad
