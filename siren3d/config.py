@@ -233,8 +233,6 @@ class FitConfig(Settings):
     batch: int = setting(2048, "Scan points per step (off-surface points come on top, see the ratios).", min=1)
     uniform_ratio: float = setting(1.0, "Uniform off-surface points per scan point.", min=0)
     near_ratio: float = setting(0.5, "Near-surface off-surface points per scan point.", min=0)
-    focus: float = setting(0.0, "Fraction of each step's scan points drawn in proportion to their |f| when last "
-                           "drawn (where the fit is worst).", min=0, max=1)
     near_scale: float = setting(1.0, "Near-surface noise, in local point spacings.", positive=True)
     sign_k: int = setting(8, "Scan neighbours that vote on an off-surface point's side.", min=1)
     lr: float = setting(2e-4, "Peak learning rate (Adam).", positive=True)

@@ -30,7 +30,6 @@ class Batch:
     near: torch.Tensor      # (M, 3) near-surface points (M may be 0)
     off_sign: torch.Tensor | None = None  # (U + M,) +1 outside, -1 inside, 0 unknown; None: not computed
     off_distance: torch.Tensor | None = None  # (U + M,) unsigned distance to the scan where the side is known, else 0
-    index: torch.Tensor | None = None  # (B,) which scan points ``on`` are (for Sampler.record)
 
 
 def local_spacing(points: np.ndarray, k: int = 8) -> np.ndarray:
@@ -81,16 +80,12 @@ class Sampler:
 
     def __init__(self, points: np.ndarray, normals: np.ndarray, batch: int, uniform_ratio: float = 1.0,
                  near_ratio: float = 0.0, near_scale: float = 1.0, seed: int = 0,
-                 device: str | torch.device = "cpu", sign_k: int = 0, sign_margin: float = 3.0,
-                 focus: float = 0.0):
+                 device: str | torch.device = "cpu", sign_k: int = 0, sign_margin: float = 3.0):
         self.points = torch.as_tensor(points, dtype=torch.float32).to(device)
         self.normals = torch.as_tensor(normals, dtype=torch.float32).to(device)
         self.batch = int(batch)
         self.n_uniform = int(round(batch * uniform_ratio))
         self.n_near = int(round(batch * near_ratio))
-        self.n_focus = int(round(batch * focus))
-        # Residual of each scan point when last drawn; never-drawn points start high so they get seen.
-        self.residual = torch.ones(len(points), device=device) if self.n_focus else None
         self.device = torch.device(device)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.sigma = None
@@ -135,11 +130,7 @@ class Sampler:
     def sample(self) -> Batch:
         g = self.generator
         n = len(self.points)
-        idx = torch.randint(n, (self.batch - self.n_focus,), generator=g).to(self.device)
-        if self.n_focus:
-            cdf = torch.cumsum(self.residual, 0)
-            u = torch.rand(self.n_focus, generator=g).to(self.device) * cdf[-1]
-            idx = torch.cat([idx, torch.searchsorted(cdf, u).clamp_(max=n - 1)])
+        idx = torch.randint(n, (self.batch,), generator=g).to(self.device)
         if self.sign_k:
             pick = torch.randint(len(self._pool), (self.n_uniform,), generator=g).to(self.device)
             uniform = self._pool[pick]
@@ -156,12 +147,7 @@ class Sampler:
             unknown = torch.zeros(len(near), device=self.device)
             off_sign = torch.cat([self._pool_side[pick], unknown])
             off_distance = torch.cat([self._pool_distance[pick], unknown])
-        return Batch(self.points[idx], self.normals[idx], uniform, near, off_sign, off_distance, idx)
-
-    def record(self, index: torch.Tensor, residual: torch.Tensor) -> None:
-        """Remember the residual of the scan points just fitted (drives the focused draws)."""
-        if self.n_focus:
-            self.residual[index] = residual.detach().float()
+        return Batch(self.points[idx], self.normals[idx], uniform, near, off_sign, off_distance)
 
     def get_state(self) -> torch.Tensor:
         return self.generator.get_state()

@@ -191,8 +191,7 @@ class Trainer:
         self.sampler = Sampler(points, normals, config.batch, uniform_ratio=config.uniform_ratio,
                                near_ratio=config.near_ratio, near_scale=config.near_scale, seed=config.seed,
                                device=self.device,
-                               sign_k=config.sign_k if config.loss.sign > 0 or config.loss.distance > 0 else 0,
-                               focus=config.focus)
+                               sign_k=config.sign_k if config.loss.sign > 0 or config.loss.distance > 0 else 0)
         self.history: list[list[float]] = []
 
     @property
@@ -221,7 +220,6 @@ class Trainer:
         terms = loss_terms(f[:nb], g[:nb], batch.normals, f[nb:nb + nu], g[nb:], cfg.loss.alpha,
                            f[nb:], batch.off_sign, batch.off_distance)
         loss = total_loss(terms, cfg.loss)
-        self.sampler.record(batch.index, f[:nb].abs())
         values = torch.stack([loss.detach()] + [terms[k].detach() for k in TERMS]).tolist()
         if not all(math.isfinite(v) for v in values):
             raise _NonFiniteLoss(values[0])
