@@ -8,6 +8,9 @@ all alike):
 - ``evaluator``: the viewer's FieldEvaluator (w0 folded into the weights, in-place sines) at several
   chunk sizes;
 - ``evaluator+eikonal``: the same slice with the Eikonal error (f and its analytic gradient);
+- ``scan-field`` (and ``+eikonal``): what ``siren3d view`` slices for a model with the scan's support,
+  a siren3d.field.ScanField (the network near the scan, the distance to the scan beyond), here with a
+  support of ``--scan-points`` points on a torus (the network is untrained: the time is the same);
 - ``update``: the whole free-slice update of the viewer (evaluation, grid, contour lines, actors;
   not the final redraw), offscreen, when offscreen rendering works here.
 
@@ -51,6 +54,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--chunks", type=int, nargs="+", default=[4096, 16384, 65536])
     ap.add_argument("--no-update", action="store_true", help="skip the offscreen viewer update")
+    ap.add_argument("--scan-points", type=int, default=100_000, help="support points of the scan-field variant")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = Siren(ModelConfig(width=args.width, hidden_layers=args.hidden_layers)).eval()
@@ -66,6 +70,14 @@ def main() -> None:
     ev = FieldEvaluator(model)
     variants[f"evaluator+eikonal/chunk={ev.chunk}"] = (
         lambda: evaluate_slice(ev, norm, origin, normal, size, args.res, eikonal=True))
+    from siren3d.field import ScanField
+    from siren3d.support import ScanSupport, point_spacing
+    from siren3d.synthetic import sample_surface, torus
+
+    scan, _ = sample_surface(torus(0.5, 0.18), args.scan_points, seed=0)
+    sf = FieldEvaluator(ScanField(model, ScanSupport(scan.astype(np.float32), point_spacing(scan))))
+    variants["scan-field"] = lambda: evaluate_slice(sf, norm, origin, normal, size, args.res)
+    variants["scan-field+eikonal"] = lambda: evaluate_slice(sf, norm, origin, normal, size, args.res, eikonal=True)
     viewer = None
     if not args.no_update:
         from siren3d.viewer.render import offscreen_backend, require_offscreen

@@ -515,13 +515,10 @@ def default_torus_fit(tmp_path_factory):
     from siren3d.io import Scan
     from siren3d.synthetic import sample_surface
     from siren3d.training import FitConfig, fit
-    from siren3d.viewer.data import load_run
 
     pts, nrm = sample_surface(torus(0.5, 0.18), 20_000, seed=0)
     scan = Scan(points=pts * TORUS_SCALE + TORUS_OFFSET, normals=nrm, path="torus.ply")
-    result = fit(scan, FitConfig(), tmp_path_factory.mktemp("torus-default"), progress=False)
-    run = load_run(result.model_path, surface=False, points=False)  # what `siren3d view` loads and slices
-    return run.field, run.normalization
+    return fit(scan, FitConfig(), tmp_path_factory.mktemp("torus-default"), progress=False)
 
 
 def distance_rays(values, exact, clear, step, min_slope=0.5):
@@ -557,7 +554,10 @@ def test_slices_of_a_default_fit_grow_along_rays_leaving_the_surface(offscreen, 
     from siren3d.synthetic import gradient
     from siren3d.viewer.scene import DISTANCE_CMAP, FieldViewer
 
-    model, norm = default_torus_fit
+    from siren3d.viewer.data import load_run
+
+    run = load_run(default_torus_fit.model_path, surface=False, points=False)  # what `siren3d view` loads
+    model, norm = run.field, run.normalization
     v = FieldViewer(model, norm, off_screen=True, window_size=(800, 600), interactive=False, view="x",
                     slice_res=129, surface=None, points=None)
     try:
@@ -607,5 +607,32 @@ def test_slices_of_a_default_fit_grow_along_rays_leaving_the_surface(offscreen, 
                 index = np.linalg.norm(px[:, None, :] - lut[None], axis=-1).argmin(1)  # position in the colormap
                 assert np.all(np.diff(index) >= -2), (side, np.degrees(angle), index)  # -2: a pixel's rounding
                 assert index[-1] > index[0] + 40, (side, np.degrees(angle), index)
+    finally:
+        v.close()
+
+
+@pytest.mark.slow
+def test_offsets_of_a_default_fit_lie_at_their_distance(offscreen, default_torus_fit):
+    """Issue 12: `siren3d mesh --level L` of a default fit, and the viewer's iso slider, give the surface
+    at distance L: outward past the blend to the scan distance, and inward within the tube (where the
+    field is the network's); one watertight piece each, like the exact offsets."""
+    from siren3d.meshing import extract_mesh
+    from siren3d.viewer.data import load_run
+    from siren3d.viewer.scene import FieldViewer
+
+    result = default_torus_fit
+    norm = result.normalization
+    for level in (2.0, 6.0, -2.0):  # tube radius 4.5, box half-side about 20; the blend ends near 2.4
+        mesh = extract_mesh(result.model, norm, res=128, level=level, support=result.support)
+        d = torus_distance(mesh.vertices)
+        assert mesh.stats.components == 1 and mesh.stats.watertight, (level, mesh.stats)
+        assert abs(np.median(d) - level) < 0.05 and np.percentile(np.abs(d - level), 99) < 0.25, (
+            level, np.median(d), np.percentile(np.abs(d - level), [50, 99]))
+    run = load_run(result.model_path, surface=False, points=False)
+    v = FieldViewer(run.field, run.normalization, off_screen=True, window_size=(320, 240), interactive=False,
+                    slice_res=33, surface=None, points=None, level=6.0)
+    try:
+        vertices, faces = v._offset_surface(6.0)
+        assert np.percentile(np.abs(torus_distance(vertices) - 6.0), 99) < 0.5
     finally:
         v.close()
