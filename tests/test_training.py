@@ -157,10 +157,10 @@ def test_own_adam_refuses_a_state_for_another_network():
     from siren3d.model import Siren
     from siren3d.optim import Adam
 
-    a = Siren(ModelConfig(width=32))
+    a = Siren(ModelConfig(width=32, hidden_layers=2))
     oa = Adam(a.parameters())
     _adam_step(a, oa, torch.rand(64, 3), 1e-3)
-    wide = Siren(ModelConfig(width=64))
+    wide = Siren(ModelConfig(width=64, hidden_layers=2))
     with pytest.raises(ValueError, match="do not match"):
         Adam(wide.parameters()).load_state_dict(oa.state_dict())
     deep = Siren(ModelConfig(width=32, hidden_layers=4))

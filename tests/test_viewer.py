@@ -614,15 +614,17 @@ def test_slices_of_a_default_fit_grow_along_rays_leaving_the_surface(offscreen, 
 @pytest.mark.slow
 def test_offsets_of_a_default_fit_lie_at_their_distance(offscreen, default_torus_fit):
     """Issue 12: `siren3d mesh --level L` of a default fit, and the viewer's iso slider, give the surface
-    at distance L: outward past the blend to the scan distance, and inward within the tube (where the
-    field is the network's); one watertight piece each, like the exact offsets."""
+    at distance L, outward and inward, past the blend to the scan distance; one watertight piece each,
+    like the exact offsets."""
     from siren3d.meshing import extract_mesh
     from siren3d.viewer.data import load_run
     from siren3d.viewer.scene import FieldViewer
 
     result = default_torus_fit
     norm = result.normalization
-    for level in (2.0, 6.0, -2.0):  # tube radius 4.5, box half-side about 20; the blend ends near 2.4
+    # tube radius 4.5; the box reaches 1.9 beyond the torus; the blend to the scan distance runs from
+    # about 1 to 2 (3 to 6 spacings of these 20,000 points): in it, at its end and beyond
+    for level in (1.5, -2.0, -3.5):
         mesh = extract_mesh(result.model, norm, res=128, level=level, support=result.support)
         d = torus_distance(mesh.vertices)
         assert mesh.stats.components == 1 and mesh.stats.watertight, (level, mesh.stats)
@@ -630,9 +632,9 @@ def test_offsets_of_a_default_fit_lie_at_their_distance(offscreen, default_torus
             level, np.median(d), np.percentile(np.abs(d - level), [50, 99]))
     run = load_run(result.model_path, surface=False, points=False)
     v = FieldViewer(run.field, run.normalization, off_screen=True, window_size=(320, 240), interactive=False,
-                    slice_res=33, surface=None, points=None, level=6.0)
+                    slice_res=33, surface=None, points=None, level=-3.0)
     try:
-        vertices, faces = v._offset_surface(6.0)
-        assert np.percentile(np.abs(torus_distance(vertices) - 6.0), 99) < 0.5
+        vertices, faces = v._offset_surface(-3.0)
+        assert np.percentile(np.abs(torus_distance(vertices) + 3.0), 99) < 0.5
     finally:
         v.close()
