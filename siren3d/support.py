@@ -18,9 +18,10 @@ triangles' staircase), and then drops the bits of surface the cut leaves isolate
   sample) are smaller and stay closed, and the mesh stays one watertight piece. With one, the
   scan is partial and its mesh open anyway: the open sides go, and so does every other region
   deeper than :data:`AUTO_HOLE_SPACINGS` that bridges a gap in the view (an occlusion shadow: the
-  scan points nearest to it lie on the surface elsewhere), while the gaps between neighbouring
-  points stay closed, and so does surface that is far from its points only because the fit did not
-  reach them (in a deep fold: the points nearest to it are not on the surface at all).
+  scan points nearest to it lie on the surface elsewhere) or is a piece of its own (a ghost), while
+  the gaps between neighbouring points stay closed, and so does surface that is far from its
+  points only because the fit did not reach them (in a deep fold: the points nearest to it are not
+  on the surface at all).
 * ``off``: nothing is removed.
 
 The same support decides which closed shells inside the main surface are fitting artefacts
@@ -307,14 +308,17 @@ def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, tri
     attached[piece[~outside & used]] = True
     region_piece = np.zeros(n, dtype=np.int64)
     region_piece[labels[inside]] = piece[inside]
-    open_side &= attached[region_piece]
+    detached = ~attached[region_piece]
+    open_side &= ~detached
     remove = open_side.copy()
     if open_side.any():  # a partial scan: holes in the view go too, gaps between points stay
         spacings = np.zeros(n)
         np.maximum.at(spacings, labels[inside], distance[inside])
         deep = ~open_side & (spacings > AUTO_HOLE_SPACINGS)
         if field is not None and deep.any():
-            deep &= _bridges(vertices, distance, labels, deep, support, field)
+            # a fold the fit did not bring to its points is part of scanned surface; a deep piece
+            # of its own is a ghost, whatever the points nearest to it say
+            deep &= _bridges(vertices, distance, labels, deep, support, field) | detached
         remove |= deep
     go = inside & remove[np.maximum(labels, 0)]
     value[go] = distance[go] - t

@@ -232,3 +232,13 @@ def test_a_gap_in_the_view_is_cut_but_surface_the_fit_did_not_bring_to_its_point
     assert gone[v[:, 0] < -0.1].all() and gone[in_gap].all() and not gone[in_dent].any()
     blind = plan_trim(v, f, sup.distance(v), "auto", sup)  # without the field: every deep region goes
     assert (blind.value > 0)[in_dent].all()
+
+    # A ghost: a small ball of its own beside the dent, whose nearest scan points are the dent's
+    # (off the field's surface, like the fold's): a piece with no supported surface goes anyway.
+    ghost = trimesh.creation.icosphere(subdivisions=2, radius=0.02)
+    gv = np.asarray(ghost.vertices) + dent_dir * 0.66
+    assert sup.distance(gv).min() > AUTO_HOLE_SPACINGS
+    v2, f2 = np.concatenate([v, gv]), np.concatenate([f, np.asarray(ghost.faces) + len(v)])
+    plan = plan_trim(v2, f2, sup.distance(v2), "auto", sup, field=sphere(0.6))
+    gone = plan.value > 0
+    assert gone[len(v):].all() and not gone[:len(v)][in_dent].any() and gone[:len(v)][in_gap].all()
