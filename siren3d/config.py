@@ -323,7 +323,9 @@ class MeshConfig(Settings):
     safety: float = setting(1.0, "Keep a sparse region if |f(centre) - level| <= safety * its reach. Factors "
                             "0.25-1.0 all gave the dense faces at res 256 (the surface-following growth repairs "
                             "what a small factor misses); 0.5 measured slower, so 1.0.", positive=True, cli=False)
-    chunk: int = setting(65536, "Points per network call.", min=1, cli=False)
+    chunk: int = setting(8192, "Points per network call (on the CPU 8,192 evaluated 1.6x faster than 65,536: the "
+                         "layers' activations stay in cache; meshing at 512 took 15.6 s instead of 20.8 s).",
+                         min=1, cli=False)
 
     def __post_init__(self):
         if self.bbox is not None:

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import MeshConfig
 from .model import Siren
 
-#: Points per network call when evaluating many points.
-DEFAULT_CHUNK = 65536
+#: Points per network call when evaluating many points (MeshConfig.chunk's default).
+DEFAULT_CHUNK = MeshConfig().chunk
 
 
 @dataclass(frozen=True)
