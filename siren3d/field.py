@@ -77,6 +77,10 @@ BLEND_NEAR = 0.01
 BLEND_NEAR_SPACINGS = 3.0
 #: The blend to the scan distance ends at this multiple of ``near``.
 BLEND_FAR = 2.0
+#: The blend weight goes by min(scan distance, BLEND_ZERO * |network|): next to a zero crossing of
+#: the network away from the scan it falls back to the network (a default fit's network is 0.3-0.4 of
+#: the distance far out, so elsewhere the scan distance decides).
+BLEND_ZERO = 10.0
 #: Far from the scan its distance comes from a seeded subset of this many points: a nearest-point
 #: search far from a surface sample visits many nearly equidistant points (about 20 us a query on
 #: 100k points against 2 us on 10k), and there the subset's distance is within 0.1 % of the
@@ -92,8 +96,10 @@ class ScanField:
     model: the fitted :class:`~siren3d.model.Siren`. support: the scan's
     :class:`~siren3d.support.ScanSupport` (points and spacings in the unit box). Within ``near`` of
     the scan the values are the network's; beyond ``far`` they are the distance to the nearest scan
-    point with the network's sign; a smoothstep in the distance blends the two in between. The
-    zero level set is the network's. Evaluate with :func:`field_values` and
+    point with the network's sign; a smoothstep in the distance blends the two in between, and
+    falls back to the network next to the network's own zero crossings away from the scan (the unseen
+    side of a partial scan, a ghost), where a sign flip would otherwise be a jump. The zero level set
+    is the network's. Evaluate with :func:`field_values` and
     :func:`field_values_and_grads` (the gradient of the blend, exactly).
     """
 
@@ -136,23 +142,29 @@ class ScanField:
         if len(sel) == 0:
             return f if g is None else (f, g)
         p, q = p[sel], q[sel]
-        t = np.clip((p - self.near) / (self.far - self.near), 0.0, 1.0)
-        w = t * t * (3 - 2 * t)
         n = f[sel]
         s = np.where(n >= 0, 1.0, -1.0)
+        # The blend goes by the scan distance, and back to the network next to the network's own zero
+        # set (where it changes sign away from the scan: the unseen side of a partial scan, a ghost),
+        # so the field stays continuous there instead of jumping from -p to +p.
+        by_net = BLEND_ZERO * np.abs(n) < p
+        m = np.where(by_net, BLEND_ZERO * np.abs(n), p)
+        t = np.clip((m - self.near) / (self.far - self.near), 0.0, 1.0)
+        w = t * t * (3 - 2 * t)
         f[sel] = (1 - w) * n + w * s * p
         if g is None:
             return f
         u = (x[sel] - q) / np.maximum(p, 1e-12)[:, None]  # grad of p
         dw = 6 * t * (1 - t) / (self.far - self.near)
-        g[sel] = (1 - w)[:, None] * g[sel] + (w * s + (s * p - n) * dw)[:, None] * u
+        grad_m = np.where(by_net[:, None], BLEND_ZERO * s[:, None] * g[sel], u)
+        g[sel] = (1 - w)[:, None] * g[sel] + (w * s)[:, None] * u + ((s * p - n) * dw)[:, None] * grad_m
         return f, g
 
 
 def field_values(field, points, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
     """f at unit-box points, in chunks. points: (N, 3) -> (N,) float32."""
     if isinstance(field, ScanField):
-        x = points.cpu().numpy() if torch.is_tensor(points) else np.asarray(points)
+        x = points.detach().cpu().numpy() if torch.is_tensor(points) else np.asarray(points)
         return field.blend(x, field_values(field.model, x, chunk)).astype(np.float32)
     if not isinstance(field, Siren):
         return np.asarray(field(np.asarray(points, dtype=np.float64)), dtype=np.float32).reshape(len(points))

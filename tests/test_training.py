@@ -215,10 +215,20 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     assert np.median(net[far] / d[far]) < 0.5  # measured 0.21
     # beyond the blend: the distance to the scan, with the network's side (which this short fit still
     # gets wrong at 13 % of these points; none of a default fit's, see benchmarks/field.py and the
-    # viewer's default-fit test)
-    off = np.abs(np.abs(full[far]) - np.abs(d[far]))  # 3,000 points: the nearest one is a bit farther
+    # viewer's default-fit test), except next to the network's own zero crossings out there
+    from siren3d.field import BLEND_ZERO
+
+    clear = far & (BLEND_ZERO * np.abs(net) > field.far)  # out of the fall-back's reach
+    assert clear.sum() > 0.6 * far.sum()  # 73 %: this short fit is weak and often wrong far out
+    off = np.abs(np.abs(full[clear]) - np.abs(d[clear]))  # 3,000 points: the nearest one is a bit farther
     assert off.mean() < 0.002 and np.percentile(off, 99) < 0.01, (off.mean(), np.percentile(off, 99))
     assert (np.sign(full[far]) == np.sign(net[far])).all()
+    # continuous everywhere, across those crossings too (not a jump from -p to +p): along rays from
+    # the centre to the box's corners, sampled 0.0005 apart
+    rays = np.linspace(0, 1, 3465)[:, None, None] * np.array(
+        [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)[None]
+    along = field_values(field, rays.reshape(-1, 3)).reshape(rays.shape[:2])
+    assert np.abs(np.diff(along, axis=0)).max() < 0.25  # measured 0.04; a jump there was 1.5
     assert np.array_equal(full[near], net[near].astype(np.float32))  # the surface is the network's
     # the exact gradient of the blend: a unit vector along the radius far out, smooth through the blend
     from siren3d.field import field_values_and_grads
@@ -228,7 +238,7 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     f, g = field_values_and_grads(field, x[blend])
     fd = gradient(lambda q: field_values(field, q).astype(np.float64), x[blend], eps=1e-4)
     assert np.percentile(np.linalg.norm(g - fd, axis=1), 99) < 0.05
-    g_far = field_values_and_grads(field, x[far])[1]
+    g_far = field_values_and_grads(field, x[clear])[1]
     assert np.abs(np.linalg.norm(g_far, axis=1) - 1).max() < 1e-6
 
     cfg = small_config(steps=300, lr=5e-4, loss=replace(LossWeights(), distance=1e3))
