@@ -46,11 +46,14 @@ SPACING_K = 8
 #: 1 left 0.02 % / 0.01 % but cuts into random-like samples, where exp(-pi) = 4 % of the surface is
 #: farther than a spacing from every point (exp(-2.25 pi) = 0.09 % at 1.5).
 AUTO_SPACINGS = 1.5
-#: auto, where a region goes: the cut runs at AUTO_SPACINGS, but never farther than this fraction of
-#: the scan's diagonal from the nearest point. Where a view grazes the surface its points are 2-3x
-#: the median spacing apart, and 1.5 of those spacings left a band along the border farther than
-#: 1 % of the diagonal from every point: 0.10 % / 0.34 % / 0.41 % of the area on bun045 and
-#: virtual views of the bunny and Lucy (benchmarks/partial.py).
+#: auto, where a region goes: its border vertices count as AUTO_SPACINGS farther than this fraction of
+#: the scan's diagonal from the nearest point would put them, so the cut moves in toward the scan
+#: (within the border's edges: vertices the region does not hold stay). Where a view grazes the
+#: surface its points are 2-3x the median spacing apart, and 1.5 of those spacings left a band along
+#: the border farther than 1 % of the diagonal from every point: unsupported area 0.10 % / 0.34 % /
+#: 0.41 % on bun045 and virtual views of the bunny and Lucy, 0.078 / 0.23 / 0.28 % with this
+#: (benchmarks/partial.py). Moving the cut farther in would need growing the region, which eats
+#: into sparse scans (4 % of a random sample's surface is farther than a spacing from every point).
 AUTO_CUT_DIAGONAL = 0.005
 #: auto: an unsupported region that goes farther than this fraction of the scan's bounding-box
 #: diagonal from every scan point is an open side of the scan, not a hole in it. The Stanford
@@ -328,7 +331,7 @@ def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, tri
         remove |= deep
     go = inside & remove[np.maximum(labels, 0)]
     # the cut: t spacings, or AUTO_CUT_DIAGONAL of the diagonal where that is nearer (spacings there
-    # are far / distance: the nearest point's own)
+    # are far / distance: the nearest point's own), on the region's own vertices
     cap = AUTO_CUT_DIAGONAL * support.diagonal
     with np.errstate(divide="ignore", invalid="ignore"):
         t_here = np.where(far[go] > 0, np.minimum(t, cap * distance[go] / far[go]), t)
