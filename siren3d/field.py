@@ -116,32 +116,39 @@ class ScanField:
         self._coarse = None
 
     def scan_distance(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(distance (N,), nearest scan point (N, 3)) of unit-box points x (N, 3), float64. Exact
-        where it is between ``near`` and ``coarse_far``; below ``near`` it is only an upper bound
-        (the blend does not use it there), beyond ``coarse_far`` the subset's distance."""
+        """(distance (N,), its gradient (N, 3)) of unit-box points x (N, 3) to the scan, float64.
+        Exact between ``near`` and ``coarse_far``; below ``near`` it is only an upper bound (the
+        blend does not use it there); beyond ``coarse_far`` it moves linearly over another half of
+        it to the subset's distance (a little larger), so the handover is not a step."""
         if self._coarse is None:
             from scipy.spatial import cKDTree
 
             self._coarse = cKDTree(self._coarse_points)
         x = np.asarray(x, dtype=np.float64)
         d, j = self._coarse.query(x, k=1, workers=-1)  # >= the distance to the whole scan
-        q = self._coarse_points[j]
-        exact = (d > self.near) & (d <= self.coarse_far)
-        if exact.any():
-            d[exact], je = self.support.tree.query(x[exact], k=1, workers=-1)
-            q[exact] = self.support.points[je]
-        return d, q
+        grad = (x - self._coarse_points[j]) / np.maximum(d, 1e-12)[:, None]
+        band = 0.5 * self.coarse_far
+        exact = np.flatnonzero((d > self.near) & (d <= self.coarse_far + band))
+        if len(exact):
+            de, je = self.support.tree.query(x[exact], k=1, workers=-1)
+            ge = (x[exact] - self.support.points[je]) / np.maximum(de, 1e-12)[:, None]
+            v = np.clip((de - self.coarse_far) / band, 0.0, 1.0)[:, None]
+            dv = ((de > self.coarse_far) & (de < self.coarse_far + band))[:, None] / band * ge
+            dc, gc = d[exact][:, None], grad[exact]
+            grad[exact] = (1 - v) * ge + v * gc + (dc - de[:, None]) * dv
+            d[exact] = ((1 - v) * de[:, None] + v * dc)[:, 0]
+        return d, grad
 
     def blend(self, x: np.ndarray, f: np.ndarray, g: np.ndarray | None = None):
         """The field from the network's values f (N,) (and gradients g (N, 3)) at unit-box points x."""
         x = np.asarray(x, dtype=np.float64)
         f = np.asarray(f, dtype=np.float64).copy()
         g = None if g is None else np.asarray(g, dtype=np.float64).copy()
-        p, q = self.scan_distance(x)
+        p, u = self.scan_distance(x)
         sel = np.flatnonzero(p > self.near)  # nearer, the network alone
         if len(sel) == 0:
             return f if g is None else (f, g)
-        p, q = p[sel], q[sel]
+        p, u = p[sel], u[sel]
         n = f[sel]
         s = np.where(n >= 0, 1.0, -1.0)
         # The blend goes by the scan distance, and back to the network next to the network's own zero
@@ -154,7 +161,6 @@ class ScanField:
         f[sel] = (1 - w) * n + w * s * p
         if g is None:
             return f
-        u = (x[sel] - q) / np.maximum(p, 1e-12)[:, None]  # grad of p
         dw = 6 * t * (1 - t) / (self.far - self.near)
         grad_m = np.where(by_net[:, None], BLEND_ZERO * s[:, None] * g[sel], u)
         g[sel] = (1 - w)[:, None] * g[sel] + (w * s)[:, None] * u + ((s * p - n) * dw)[:, None] * grad_m
