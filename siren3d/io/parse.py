@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -16,6 +17,18 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (third-party readers write long ones), or its type."""
     text = str(exc).strip()
     return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def reader_errors(what: str, path: str):
+    """Turn what a third-party reader raises on damaged data into one line, '<what> data cannot be
+    read (truncated or corrupt): <its first line>'; siren3d's own errors and MemoryError pass."""
+    try:
+        yield
+    except (Siren3dError, MemoryError):
+        raise
+    except Exception as e:  # such readers raise many types of their own on damaged files
+        raise Siren3dError(f"{what} data cannot be read (truncated or corrupt): {first_line(e)}", path) from None
 
 
 def parse_numeric_rows(rows: list[str], path: str, what: str, widths: tuple[int, ...] | None = None,

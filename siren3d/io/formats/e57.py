@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from ...errors import Siren3dError
-from ..parse import colors_to_uint8, first_line
+from ..parse import colors_to_uint8, first_line, reader_errors
 from ..registry import Format
 from ..scan import RawScan, ReadOptions, subsample_indices
 from ._optional import require
@@ -103,23 +103,18 @@ def load_e57(path: str, options: ReadOptions | None = None) -> RawScan:
     except Exception as e:  # libE57 checks the signature, length, checksums and the XML section
         raise Siren3dError(f"cannot read as E57 (truncated or corrupt): {first_line(e)}", path) from None
     try:
-        root = imf.root()
-        if not root.isDefined("data3D"):
-            raise Siren3dError("E57 file holds no point scans (no data3D section)", path)
-        data3d = get_node(root, "data3D")
-        scans = [_ScanInfo(lib, lib.StructureNode(data3d.get(i))) for i in range(data3d.childCount())]
-        if not scans:
-            raise Siren3dError("E57 file holds no point scans", path)
-        for i, s in enumerate(scans):
-            if s.coords is None:
-                raise Siren3dError(f"E57 scan {i} has neither cartesian nor spherical coordinates", path)
-        return _read_scans(lib, imf, scans, path, options)
-    except Siren3dError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as e:  # libE57 raises its own exception type on damaged data
-        raise Siren3dError(f"E57 data cannot be read (truncated or corrupt): {first_line(e)}", path) from None
+        with reader_errors("E57", path):
+            root = imf.root()
+            if not root.isDefined("data3D"):
+                raise Siren3dError("E57 file holds no point scans (no data3D section)", path)
+            data3d = get_node(root, "data3D")
+            scans = [_ScanInfo(lib, lib.StructureNode(data3d.get(i))) for i in range(data3d.childCount())]
+            if not scans:
+                raise Siren3dError("E57 file holds no point scans", path)
+            for i, s in enumerate(scans):
+                if s.coords is None:
+                    raise Siren3dError(f"E57 scan {i} has neither cartesian nor spherical coordinates", path)
+            return _read_scans(lib, imf, scans, path, options)
     finally:
         imf.close()
 

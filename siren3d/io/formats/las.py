@@ -20,7 +20,7 @@ import struct
 import numpy as np
 
 from ...errors import Siren3dError
-from ..parse import colors_to_uint8, first_line
+from ..parse import colors_to_uint8, reader_errors
 from ..registry import Format
 from ..scan import RawScan, ReadOptions, subsample_indices
 from ._optional import require
@@ -89,34 +89,27 @@ def load_las(path: str, options: ReadOptions | None = None) -> RawScan:
         keep = subsample_indices(total, options.max_points, options.seed)
     parts: dict[str, list[np.ndarray]] = {"xyz": [], "rgb": [], "intensity": [], "normals": []}
     read = 0
-    try:
-        with laspy.open(path) as reader:
-            dims = set(reader.header.point_format.dimension_names)
-            has_rgb = {"red", "green", "blue"} <= dims
-            normal_dims = next((d for d in _NORMAL_DIMS if set(d) <= dims), None)
-            for chunk in reader.chunk_iterator(CHUNK):
-                m = len(chunk)
-                if keep is None:
-                    rows = slice(None)
-                else:
-                    lo, hi = np.searchsorted(keep, [read, read + m])
-                    rows = keep[lo:hi] - read
-                read += m
-                parts["xyz"].append(np.stack([np.asarray(chunk.x)[rows], np.asarray(chunk.y)[rows],
-                                              np.asarray(chunk.z)[rows]], axis=1))
-                if has_rgb:
-                    parts["rgb"].append(np.stack([np.asarray(chunk[c])[rows] for c in ("red", "green", "blue")], axis=1))
-                if "intensity" in dims:
-                    parts["intensity"].append(np.asarray(chunk.intensity)[rows].astype(np.float32))
-                if normal_dims is not None:
-                    parts["normals"].append(np.stack([np.asarray(chunk[c], dtype=np.float64)[rows]
-                                                      for c in normal_dims], axis=1))
-    except Siren3dError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as e:  # laspy and lazrs raise many types on damaged files
-        raise Siren3dError(f"{what} data cannot be read (truncated or corrupt): {first_line(e)}", path) from None
+    with reader_errors(what, path), laspy.open(path) as reader:
+        dims = set(reader.header.point_format.dimension_names)
+        has_rgb = {"red", "green", "blue"} <= dims
+        normal_dims = next((d for d in _NORMAL_DIMS if set(d) <= dims), None)
+        for chunk in reader.chunk_iterator(CHUNK):
+            m = len(chunk)
+            if keep is None:
+                rows = slice(None)
+            else:
+                lo, hi = np.searchsorted(keep, [read, read + m])
+                rows = keep[lo:hi] - read
+            read += m
+            parts["xyz"].append(np.stack([np.asarray(chunk.x)[rows], np.asarray(chunk.y)[rows],
+                                          np.asarray(chunk.z)[rows]], axis=1))
+            if has_rgb:
+                parts["rgb"].append(np.stack([np.asarray(chunk[c])[rows] for c in ("red", "green", "blue")], axis=1))
+            if "intensity" in dims:
+                parts["intensity"].append(np.asarray(chunk.intensity)[rows].astype(np.float32))
+            if normal_dims is not None:
+                parts["normals"].append(np.stack([np.asarray(chunk[c], dtype=np.float64)[rows]
+                                                  for c in normal_dims], axis=1))
     if read != total:
         raise Siren3dError(f"{what} file is truncated: header declares {total:,} points, the file holds {read:,}", path)
 
