@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from ._version import __version__
-from .config import QUALITY_LEVELS, FitConfig, LoadConfig, MeshConfig, ScoreConfig, fit_config, with_overrides
+from .config import (QUALITY_LEVELS, FitConfig, LoadConfig, MeshConfig, ScoreConfig, describe_preset, fit_config,
+                     with_overrides)
 from .errors import Siren3dError
 from .runs import resolve_model
 
@@ -177,7 +178,8 @@ def _group(settings: dict, group: str) -> dict:
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Run folder [default: runs/<scan name>].")
 @click.option("--quality", type=click.Choice(list(QUALITY_LEVELS)), default="default", show_default=True,
-              help="Time against detail: 'fast' half the points per step, 'high' 3.3x the steps and 2x the batch.")
+              help="Time against detail: " + "; ".join(f"'{q}' {describe_preset(q)}" for q in QUALITY_LEVELS
+                                                     if q != "default") + ".")
 @click.option("--preset", type=click.Choice(["paper"]), default=None,
               help="'paper' reproduces the SIREN paper's settings (slow on a CPU); overrides --quality.")
 @setting_options(FitConfig(), "fit")

@@ -374,6 +374,22 @@ PRESETS: dict[str, dict] = {
 QUALITY_LEVELS = ("fast", "default", "high")
 
 
+def describe_preset(name: str) -> str:
+    """What a preset changes, from PRESETS and the defaults (for help texts): 'batch 768 (default 1536)'."""
+    if name in (None, "default"):
+        return "the defaults"
+    base = FitConfig()
+
+    def default_of(path: str):
+        obj = base
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    return ", ".join(f"{k.replace('.', ' ')} {v:g} (default {default_of(k):g})" if isinstance(v, (int, float))
+                     and not isinstance(v, bool) else f"{k} {v}" for k, v in PRESETS[name].items())
+
+
 def fit_config(preset: str | None = None, **overrides) -> FitConfig:
     """A validated FitConfig: the defaults, then a named preset (None or 'default': none), then overrides
     (see :func:`with_overrides`)."""

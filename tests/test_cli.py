@@ -152,3 +152,13 @@ def test_every_setting_is_an_option_with_the_same_default_and_help():
                 assert p.default is None  # not given -> the config's default (or the preset's) applies
     r = CliRunner().invoke(main, ["fit", "--help"])
     assert "--weight-distance" in r.output and "[default: 1,200]" in r.output
+
+
+def test_quality_help_says_what_each_preset_changes():
+    """The --quality help is made from PRESETS (it once said '2x the batch' for 4/3)."""
+    from siren3d.config import PRESETS
+
+    help_text = next(p for p in main.commands["fit"].params if p.name == "quality").help
+    for name in ("fast", "high"):
+        for key, value in PRESETS[name].items():
+            assert f"{key} {value:g}" in help_text, (name, key)
