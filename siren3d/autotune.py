@@ -133,7 +133,11 @@ def measure(config: FitConfig, device: torch.device, trainer_cls, **race_args) -
     points, normals = (0.5 * normals).astype(np.float32), normals.astype(np.float32)
     # Off: the sign and distance terms, whose side pool (200,000 kNN queries, once) would cost more than
     # the timing itself; what they add per step is the same for both methods.
-    base = replace(config, loss=replace(config.loss, sign=0.0, distance=0.0), checkpoint_every=0)
+    # The learning rate is the default's: a step takes as long at any rate, and the user's own (an
+    # absurd one, say) must fail in the fit that reports it, not in a timing race on a sphere.
+    defaults = FitConfig()
+    base = replace(config, loss=replace(config.loss, sign=0.0, distance=0.0), checkpoint_every=0, lr=defaults.lr,
+                   lr_final=defaults.lr_final, warmup=defaults.warmup)
     with torch.random.fork_rng(devices=[]):
         trainers = {m: trainer_cls(replace(base, grad=m), points, normals, device) for m in CANDIDATES}
         for trainer in trainers.values():

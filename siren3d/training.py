@@ -98,6 +98,31 @@ class FitDiverged(Siren3dError):
     """The loss became NaN/Inf; the last good state was saved."""
 
 
+class FitFailed(Siren3dError):
+    """Training ran to the end without fitting the scan (see fit_failure); the run was saved for inspection."""
+
+
+#: A fit whose grad f ends this far from the scan's normals (mean 1 - cos over the last FAIL_WINDOW
+#: steps) has not fitted the scan: it collapsed to a field with no surface near the points (seen at
+#: lr 1.2e-3 on Lucy, whose mesh step then searched the whole box for 5 minutes to say so). Fits that
+#: work end far below: 0.007-0.05 on clean scans, noisy ones a few tenths; 1 is no agreement at all.
+FAIL_NORMAL = 0.7
+FAIL_WINDOW = 50
+
+
+def fit_failure(history: np.ndarray, config: FitConfig) -> str | None:
+    """Why the fit with this loss history (HISTORY_COLUMNS rows) did not fit its scan, or None."""
+    if len(history) < FAIL_WINDOW:
+        return None
+    normal = float(np.mean(history[-FAIL_WINDOW:, HISTORY_COLUMNS.index("normal")]))
+    if not normal > FAIL_NORMAL:
+        return None
+    return (f"training failed: the field does not follow the scan (over the last {FAIL_WINDOW} steps grad f "
+            f"agrees with the normals only to a mean 1 - cos of {normal:.2f}; fits that work end below 0.3). "
+            f"The learning rate is probably too high for this scan: refit with a lower lr (now {config.lr:g}; "
+            f"try {config.lr / 3:.2g})")
+
+
 @dataclass
 class FitResult:
     model: Siren
@@ -415,6 +440,9 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         plot_losses(hist, run_dir / "loss.png")
     except Exception as e:  # a plot must never fail a finished fit
         log.warning("could not write loss.png: %s", e)
+    failure = fit_failure(hist, config)
+    if failure:  # said now, not by a mesh step that searches the whole box for a surface
+        raise FitFailed(f"{failure}; the run is kept for inspection (loss.png)", run_dir)
     trainer.model.eval()
     return FitResult(model=trainer.model, normalization=normalization, config=config, run_dir=run_dir,
                      history=hist, seconds=prior_seconds + train_s, points_per_second=rate, support=support)

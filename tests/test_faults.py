@@ -134,6 +134,28 @@ def test_absurd_lr_diverges_cleanly_with_advice(tmp_path, scan_file):
     assert "nothing was written" in line and not out.exists()
 
 
+def test_a_fit_that_collapsed_says_so_instead_of_leaving_it_to_the_mesher(tmp_path, scan_file):
+    """Too high a learning rate that stays finite: the field collapses to one with no surface near
+    the points (grad f uncorrelated with the normals). The fit says so in one line and exits 2;
+    the run is kept for inspection. The same fit at a sane lr ends far below the threshold."""
+    from siren3d.training import FAIL_NORMAL, FAIL_WINDOW
+
+    small = ["--steps", "150", "--batch", "256", "--width", "64", "--hidden-layers", "2", "--grad", "fused",
+             "--device", "cpu", "-q"]
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-2", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    line = _one_error_line(r.output)
+    assert "training failed" in line and "lower lr (now 0.01" in line and str(out) in line, line
+    assert (out / "model.pt").exists() and (out / "loss.png").exists()
+    ok = tmp_path / "ok"
+    r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-3", "--out", str(ok)])
+    assert r.exit_code == 0, r.output
+    hist = json.loads((ok / "fit.json").read_text())["history"]
+    normal = np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean()
+    assert normal < FAIL_NORMAL / 10
+
+
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, scan_file):
     """A learning rate scheduled to explode (cosine 'decay' to 1e10 x lr): the early steps are fine
     and checkpointed every 5 steps, then the loss turns inf; the fit stops and model.pt stays the
