@@ -27,7 +27,8 @@ base, a knife edge, a spike; res 512). Without ``../shared/data`` the default sc
 
 Regimes: ``clean`` 100,000 points; ``noisy`` the same with isotropic Gaussian noise of standard deviation
 0.5 % of the reference's bounding-box diagonal on the positions (normals stay exact, as a scanner's
-would be roughly); ``sparse`` 5,000 points.
+would be roughly); ``sparse`` 5,000 points; ``medium`` (only when asked for) 20,000 points, between
+the two densities that the learning rate tells apart (siren3d.training.DENSE_SPACING).
 
     python benchmarks/quality.py [--scans bunny lucy gargoyle_scan cad thin PATH] [--regimes clean noisy sparse]
         [--steps N] [--fit-args "--init sphere --lr 2e-4"] [--res 512] [--depth 9] [--samples 200000]
@@ -68,8 +69,10 @@ REGIMES = {  # name: (input points, noise as a fraction of the reference diagona
     "clean": (100_000, 0.0),
     "noisy": (100_000, 0.005),
     "sparse": (5_000, 0.0),
+    "medium": (20_000, 0.0),
 }
-QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500}
+QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500, "medium": 1_000}
+DEFAULT_REGIMES = ("clean", "noisy", "sparse")
 QUICK_FIT = ["--steps", "60", "--batch", "1024", "--width", "32", "--hidden-layers", "2", "--init", "sphere"]
 #: Where --render writes its PNGs when given no folder (runs/ is ignored by git).
 RENDER_DIR = Path("runs") / "quality-renders"
@@ -193,7 +196,7 @@ def main() -> None:
     ap.add_argument("--scans", nargs="+", default=None,
                     help=f"names in --data ({' '.join(SCANS)}), analytic shapes ({' '.join(ANALYTIC)}) or "
                          "paths of meshes / scans [default: the scans found, else synthetic]")
-    ap.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(REGIMES))
+    ap.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(DEFAULT_REGIMES))
     ap.add_argument("--data", type=Path, default=DATA, help="folder of the scans [default: ../shared/data]")
     ap.add_argument("--steps", type=int, default=None, help="passed to siren3d fit")
     ap.add_argument("--fit-args", default="", help="more siren3d fit options, one quoted string")

@@ -235,8 +235,12 @@ class FitConfig(Settings):
     near_ratio: float = setting(0.5, "Near-surface off-surface points per scan point.", min=0)
     near_scale: float = setting(1.0, "Near-surface noise, in local point spacings.", positive=True)
     sign_k: int = setting(8, "Scan neighbours that vote on an off-surface point's side.", min=1)
-    lr: float = setting(2e-4, "Peak learning rate (Adam).", positive=True)
-    lr_final: float = setting(0.1, "Learning rate at the last step, as a fraction of lr (cosine decay; 1: constant).",
+    lr: float = setting(8e-4, "Peak learning rate (Adam) on dense clean scans (median point spacing up to 0.008 of "
+                        "the unit box: 100k points of a statue).", positive=True)
+    lr_sparse: float = setting(2e-4, "Peak learning rate on noisy scans and on sparse ones (median spacing 0.012 of the "
+                               "unit box or more: 5k points of a statue), log-interpolated in between; never above "
+                               "lr. Clean scans end at lr * lr_final either way.", positive=True)
+    lr_final: float = setting(0.03, "Learning rate at the last step, as a fraction of lr (cosine decay; 1: constant).",
                               min=0)
     warmup: int = setting(0, "Steps of linear learning-rate warm-up.", min=0)
     seed: int = setting(0, "Seeds the network and the sampler (CPU runs are reproducible).")

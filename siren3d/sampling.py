@@ -42,28 +42,34 @@ def local_spacing(points: np.ndarray, k: int = 8) -> np.ndarray:
     return d[:, -1].astype(np.float32)
 
 
-def noise_ratio(points: np.ndarray, k: int = 16, samples: int = 4000, seed: int = 0) -> float:
-    """How noisy a scan is, relative to its own sampling: the median distance of a point's k nearest
-    neighbours from their best-fitting plane, over the median nearest-neighbour distance.
+def scan_sampling(points: np.ndarray, k: int = 16, samples: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """(median nearest-neighbour distance, noise ratio) of a scan, from one neighbour search.
 
-    Scale-free, and about 0.1-0.3 on clean scans (what is left is curvature: 0.09 on points sampled
-    from the bunny mesh, 0.23-0.27 on Lucy, the raw gargoyle scan and the bundled sample) and 0.8 on
-    the bunny with Gaussian noise of 0.5 % of its diagonal (measured with the defaults here).
-    Neighbours are looked up for a seeded subset of ``samples`` points: 0.08 s on 100k points.
+    The spacing is in the points' units. The noise ratio is the median distance of a point's k
+    nearest neighbours from their best-fitting plane, over that spacing: scale-free, and about
+    0.1-0.3 on clean scans (what is left is curvature: 0.09 on points sampled from the bunny mesh,
+    0.23-0.27 on Lucy, the raw gargoyle scan and the bundled sample) and 0.8 on the bunny with
+    Gaussian noise of 0.5 % of its diagonal (measured with the defaults here). Neighbours are looked
+    up for a seeded subset of ``samples`` points: 0.08 s on 100k points. Too few points to say: (0, 0).
     """
     from scipy.spatial import cKDTree
 
     pts = np.asarray(points, dtype=np.float64)
     k = int(min(k, len(pts)))
     if k < 4:
-        return 0.0
+        return 0.0, 0.0
     tree = cKDTree(pts)
     idx = np.random.default_rng(seed).choice(len(pts), min(samples, len(pts)), replace=False)
     d, j = tree.query(pts[idx], k=k, workers=-1)
     nb = pts[j] - pts[j].mean(1, keepdims=True)
     smallest = np.linalg.eigvalsh(np.einsum("mki,mkj->mij", nb, nb) / k)[:, 0]
     spacing = float(np.median(d[:, 1]))
-    return float(np.median(np.sqrt(np.maximum(smallest, 0.0))) / spacing) if spacing > 0 else 0.0
+    return spacing, (float(np.median(np.sqrt(np.maximum(smallest, 0.0))) / spacing) if spacing > 0 else 0.0)
+
+
+def noise_ratio(points: np.ndarray, **kwargs) -> float:
+    """How noisy a scan is, relative to its own sampling (see :func:`scan_sampling`)."""
+    return scan_sampling(points, **kwargs)[1]
 
 
 #: Scan points (a seeded subset) that vote on the side of off-surface points.

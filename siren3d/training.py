@@ -36,7 +36,7 @@ from .losses import TERMS, loss_terms, total_loss
 from .model import Siren
 from .normalization import Normalization
 from .optim import Adam
-from .sampling import Sampler, noise_ratio
+from .sampling import Sampler, scan_sampling
 from .support import ScanSupport
 from .system import available_memory, resolve_device
 
@@ -51,6 +51,19 @@ NOISY_RATIO = 0.5
 #: meshing drops, then 0.892x). On clean and sparse inputs 300 and 1000 left a ghost piece, so the
 #: weight is raised only where the noise is measured.
 NOISY_NORMAL_WEIGHT = 2e3
+#: The peak learning rate follows the scan's median point spacing in the unit box (100k points of a
+#: statue: 0.003-0.004, of the raw gargoyle scan 0.007; 5k points: 0.012-0.018): ``lr`` at
+#: DENSE_SPACING or finer, ``lr_sparse`` at SPARSE_SPACING or coarser, log-interpolated between, and
+#: the rate decays to the same final rate either way (lr * lr_final). benchmarks/quality.py, Chamfer /
+#: Poisson's at lr 8e-4 against 2e-4: Lucy clean 1.06x / 1.18x, the gargoyle clean 1.10x / 1.18x
+#: (spacing 0.0071; at 4e-4 ending at 1.2e-5 it was 1.26x), but Lucy sparse 1.27x / 0.79x and the
+#: bunny's 1.10x / 0.86x: on sparse points a high rate carves detail the points do not hold into
+#: bumps between them; sparse fits ending at 6e-6 instead of 2.4e-5 gave the bunny 0.92x / 0.87x,
+#: Lucy 0.85x / 0.81x. Noisy scans (their spacing is raised by the noise too: 0.0085 on the
+#: bunny's 100k) train at ``lr_sparse`` ending at lr_sparse * lr_final: with the spacing rule and
+#: the dense end rate the bunny, cad plate and thin parts gave 0.94x / 0.85x / 1.03x, with a rate of
+#: 2-3e-4 ending at 6-8e-6 0.83x / 0.83x / 0.97x (a low final rate averages the noise).
+DENSE_SPACING, SPARSE_SPACING = 0.008, 0.012
 
 
 def step_memory_bytes(config: FitConfig) -> int:
@@ -176,13 +189,28 @@ def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
     return replace(config, grad=method, grad_auto=record)
 
 
-def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, dict]:
-    """The config to train with on these points, and what was decided: {"ratio", "noisy", "normal_weight"}.
+def lr_for_spacing(config: FitConfig, spacing: float) -> float:
+    """The peak learning rate for a scan of this median point spacing (unit box): see DENSE_SPACING.
+    ``lr_sparse`` only ever lowers the rate (a low ``lr``, as the paper preset's, stays as it is)."""
+    sparse = min(config.lr, config.lr_sparse)
+    if spacing <= 0:
+        return config.lr
+    t = (math.log(spacing) - math.log(DENSE_SPACING)) / (math.log(SPARSE_SPACING) - math.log(DENSE_SPACING))
+    if t <= 0 or t >= 1:  # exactly the setting, not exp(log(...))
+        return config.lr if t <= 0 else sparse
+    return math.exp((1 - t) * math.log(config.lr) + t * math.log(sparse))
 
-    With ``noise='auto'`` the scan's noise_ratio decides; a noisy scan gets the normal term weighted
-    NOISY_NORMAL_WEIGHT (never lowered). The returned config records the weights actually used.
+
+def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig, dict]:
+    """The config to train with on these points (unit box), and what was decided, for fit.json:
+    {"ratio", "noisy", "normal_weight", "spacing", "lr"}.
+
+    With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
+    noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered). The peak learning
+    rate follows the point spacing (:func:`lr_for_spacing`). The returned config holds what is used.
     """
-    ratio = noise_ratio(points) if config.noise == "auto" else None
+    spacing, measured = scan_sampling(unit_points)
+    ratio = measured if config.noise == "auto" else None
     noisy = config.noise == "high" or (ratio is not None and ratio >= NOISY_RATIO)
     if noisy and config.loss.normal < NOISY_NORMAL_WEIGHT:
         config = replace(config, loss=replace(config.loss, normal=NOISY_NORMAL_WEIGHT))
@@ -190,8 +218,17 @@ def adapt_to_noise(config: FitConfig, points: np.ndarray) -> tuple[FitConfig, di
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,
                  f"treated as noisy, normal weight {config.loss.normal:g} (--noise low to turn off)" if noisy
                  else "treated as clean")
+    lr = min(config.lr, config.lr_sparse) if noisy else lr_for_spacing(config, spacing)
+    if lr != config.lr:
+        kind = ("noisy" if noisy else "sparse" if spacing >= SPARSE_SPACING else "between dense and sparse")
+        log.info("point spacing %.4f of the unit box, %s: peak learning rate %.3g (--lr %g on dense clean scans, "
+                 "--lr-sparse %g on sparse or noisy ones)", spacing, kind, lr, config.lr, config.lr_sparse)
+        # A sparse clean scan starts lower and ends where a dense one ends (lr * lr_final); a noisy
+        # one keeps its low rate to the end, which averages the noise (see DENSE_SPACING).
+        final = config.lr_final if noisy else min(1.0, config.lr_final * config.lr / lr)
+        config = replace(config, lr=lr, lr_final=final)
     return config, {"ratio": None if ratio is None else round(ratio, 4), "noisy": noisy,
-                    "normal_weight": config.loss.normal}
+                    "normal_weight": config.loss.normal, "spacing": round(spacing, 6), "lr": lr}
 
 
 class _NonFiniteLoss(Exception):
@@ -367,7 +404,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         normalization = ckpt.normalization
     else:
         normalization = Normalization.fit(scan.points, config.margin)
-        config, noise = adapt_to_noise(config, scan.points)
+        config, noise = adapt_to_scan(config, normalization.to_unit(scan.points))
     config = resolve_grad(config, device)
     check_step_memory(config, device)
     check_output_dir(run_dir)

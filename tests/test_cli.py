@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from siren3d.cli import main
 from siren3d.io import load_scan
 
-SMALL = ["--steps", "300", "--batch", "1024", "--width", "64", "--hidden-layers", "2", "--lr", "5e-4",
+SMALL = ["--steps", "300", "--batch", "1024", "--width", "64", "--hidden-layers", "2", "--lr", "5e-4", "--lr-sparse", "5e-4",
          "--init", "sphere", "-q"]
 
 
@@ -105,6 +105,8 @@ def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_poin
         assert "treated as noisy" in r.output
         assert doc["input"]["noise"]["noisy"] and doc["input"]["noise"]["ratio"] > 0.5
         assert weight == NOISY_NORMAL_WEIGHT
+        # and the low rate of noisy scans, kept to the end (3 % of it), which averages the noise
+        assert doc["fit"]["lr"] == FitConfig().lr_sparse and doc["fit"]["lr_final"] == FitConfig().lr_final
     else:
         assert "scan noise" not in r.output and doc["input"]["noise"]["ratio"] is None
         assert weight == FitConfig().loss.normal
@@ -116,7 +118,7 @@ def test_the_python_api_gives_the_faces_the_command_gives(in_tmp, sphere_scan_fi
     import siren3d
 
     scan = siren3d.load_scan(sphere_scan_file)
-    config = siren3d.fit_config(steps=60, batch=512, width=32, init="sphere", lr=5e-4)
+    config = siren3d.fit_config(steps=60, batch=512, width=32, init="sphere", lr=5e-4, lr_sparse=5e-4)
     result = siren3d.fit(scan, config, in_tmp / "run", progress=False)
     mesh = siren3d.extract_mesh(result.model, result.normalization, support=result.support)
     siren3d.export_mesh(mesh, in_tmp / "api.ply")
@@ -162,3 +164,42 @@ def test_quality_help_says_what_each_preset_changes():
     for name in ("fast", "high"):
         for key, value in PRESETS[name].items():
             assert f"{key} {value:g}" in help_text, (name, key)
+
+
+def test_the_learning_rate_follows_the_scans_point_spacing(in_tmp):
+    """A dense scan trains at lr, a sparse one at lr_sparse (the rate that does not carve bumps
+    between sparse points), one in between at a rate in between; fit.json and the saved config say
+    which. lr_sparse never raises a low lr (the paper preset's 1e-4 stays)."""
+    import math
+
+    from siren3d.config import FitConfig, fit_config
+    from siren3d.io import save_points_ply
+    from siren3d.training import DENSE_SPACING, SPARSE_SPACING, lr_for_spacing
+
+    cfg = FitConfig()
+    assert lr_for_spacing(cfg, DENSE_SPACING / 2) == cfg.lr > cfg.lr_sparse
+    assert lr_for_spacing(cfg, SPARSE_SPACING * 2) == pytest.approx(cfg.lr_sparse)
+    mid = lr_for_spacing(cfg, math.sqrt(DENSE_SPACING * SPARSE_SPACING))
+    assert mid == pytest.approx(math.sqrt(cfg.lr * cfg.lr_sparse))
+    paper = fit_config("paper")
+    assert lr_for_spacing(paper, SPARSE_SPACING * 2) == paper.lr
+
+    from siren3d.synthetic import sample_surface, torus
+
+    pts, nrm = sample_surface(torus(0.5, 0.18), 150_000, res=64, seed=2)
+    rates = {}
+    for n in (len(pts), 300):  # a dense torus scan, then a sparse subset of it (both clean: --noise low)
+        path = in_tmp / f"torus{n}.ply"
+        save_points_ply(path, pts[:n] * 50.0, nrm[:n])
+        r = CliRunner().invoke(main, ["fit", str(path), "--steps", "3", "--batch", "128", "--width", "16",
+                                      "--out", str(in_tmp / f"run{n}"), "-q", "--noise", "low"])
+        assert r.exit_code == 0, r.output
+        doc = json.loads((in_tmp / f"run{n}" / "fit.json").read_text())
+        rates[n] = (doc["input"]["noise"]["spacing"], doc["input"]["noise"]["lr"], doc["fit"]["lr"])
+        if n == 300:  # a clean sparse scan starts lower and ends where a dense one ends
+            assert doc["fit"]["lr"] * doc["fit"]["lr_final"] == pytest.approx(cfg.lr * cfg.lr_final)
+    (dense_spacing, dense_lr, dense_saved), (sparse_spacing, sparse_lr, sparse_saved) = rates[len(pts)], rates[300]
+    assert dense_spacing < sparse_spacing and sparse_spacing >= SPARSE_SPACING
+    assert sparse_lr == sparse_saved == pytest.approx(cfg.lr_sparse)
+    assert dense_saved == dense_lr == pytest.approx(lr_for_spacing(cfg, dense_spacing))
+    assert dense_lr > sparse_lr

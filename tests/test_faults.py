@@ -125,7 +125,7 @@ def test_signal_mid_fit_saves_and_resume_matches_an_uninterrupted_run(tmp_path, 
 
 def test_absurd_lr_diverges_cleanly_with_advice(tmp_path, scan_file):
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["fit", str(scan_file), *TINY_FIT, "--steps", "50", "--lr", "1e6",
+    r = CliRunner().invoke(main, ["fit", str(scan_file), *TINY_FIT, "--steps", "50", "--lr", "1e6", "--lr-sparse", "1e6",
                                   "--out", str(out)])
     assert r.exit_code == 2, r.output
     line = _one_error_line(r.output)
@@ -143,13 +143,13 @@ def test_a_fit_that_collapsed_says_so_instead_of_leaving_it_to_the_mesher(tmp_pa
     small = ["--steps", "150", "--batch", "256", "--width", "64", "--hidden-layers", "2", "--grad", "fused",
              "--device", "cpu", "-q"]
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-2", "--out", str(out)])
+    r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-2", "--lr-sparse", "1e-2", "--out", str(out)])
     assert r.exit_code == 2, r.output
     line = _one_error_line(r.output)
     assert "training failed" in line and "lower lr (now 0.01" in line and str(out) in line, line
     assert (out / "model.pt").exists() and (out / "loss.png").exists()
     ok = tmp_path / "ok"
-    r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-3", "--out", str(ok)])
+    r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-3", "--lr-sparse", "1e-3", "--out", str(ok)])
     assert r.exit_code == 0, r.output
     hist = json.loads((ok / "fit.json").read_text())["history"]
     normal = np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean()

@@ -39,7 +39,7 @@ def torus_fit(tmp_path_factory, torus_points):
 
     pts, nrm = torus_points
     scan = Scan(points=pts * 10.0 + 3.0, normals=nrm, path="torus.ply")
-    cfg = FitConfig(steps=250, batch=1024, lr=5e-4, seed=3, checkpoint_every=0,
+    cfg = FitConfig(steps=250, batch=1024, lr=5e-4, lr_sparse=5e-4, seed=3, checkpoint_every=0,
                     model=ModelConfig(width=64, hidden_layers=2, init="sphere"))
     result = fit(scan, cfg, tmp_path_factory.mktemp("torus"), progress=False)
     return result.model, result.normalization

@@ -99,7 +99,8 @@ def test_sphere_fit_gives_a_round_watertight_mesh(tmp_path, sphere_scan_file):
     scan = load_scan(sphere_scan_file)
     # The sphere prior (radius 0.5 in the unit box; this scan fills 0.9 of it) removes the far-field
     # "ghost" surfaces that a 400-step fit from the paper initialization leaves in the box corners.
-    cfg = small_config(steps=400, lr=5e-4, lr_final=0.1, model=ModelConfig(width=64, hidden_layers=2, init="sphere"))
+    cfg = small_config(steps=400, lr=5e-4, lr_sparse=5e-4, lr_final=0.1,
+                       model=ModelConfig(width=64, hidden_layers=2, init="sphere"))
     result = fit(scan, cfg, tmp_path / "run", progress=False)
     mesh = extract_mesh(result.model, result.normalization, res=64)
     tm = mesh.to_trimesh()
@@ -203,7 +204,7 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     x = np.random.default_rng(0).uniform(-1, 1, (20000, 3))
     d = np.linalg.norm(x, axis=1) - 0.9
     # a short fit of a small network (the defaults' 1,200 steps of a 128-wide one: benchmarks/field.py)
-    result = fit(scan, small_config(steps=300, lr=5e-4), tmp_path / "default", progress=False)
+    result = fit(scan, small_config(steps=300, lr=5e-4, lr_sparse=5e-4), tmp_path / "default", progress=False)
     assert result.config.loss.distance == 0
     net = field_values(result.model, x).astype(np.float64)
     field = ScanField(result.model, result.support)
@@ -241,7 +242,7 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     g_far = field_values_and_grads(field, x[clear])[1]
     assert np.abs(np.linalg.norm(g_far, axis=1) - 1).max() < 1e-6
 
-    cfg = small_config(steps=300, lr=5e-4, loss=replace(LossWeights(), distance=1e3))
+    cfg = small_config(steps=300, lr=5e-4, lr_sparse=5e-4, loss=replace(LossWeights(), distance=1e3))
     trained = fit(scan, cfg, tmp_path / "w1000", progress=False)
     f = field_values(trained.model, x).astype(np.float64)
     out = np.abs(d) > 0.15

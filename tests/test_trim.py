@@ -19,7 +19,7 @@ from siren3d.training import fit
 
 CENTRE = np.array([100.0, -50.0, 7.0])
 RADIUS = 20.0
-SMALL = FitConfig(steps=300, batch=1024, lr=5e-4, seed=0, checkpoint_every=0,
+SMALL = FitConfig(steps=300, batch=1024, lr=5e-4, lr_sparse=5e-4, seed=0, checkpoint_every=0,
                   model=ModelConfig(width=64, hidden_layers=2, init="sphere"))
 
 
