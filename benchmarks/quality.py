@@ -38,7 +38,8 @@ the two densities that the learning rate tells apart (siren3d.training.DENSE_SPA
 
 ``--render [DIR]`` also draws each case (PyVista offscreen, benchmarks/side_by_side.py): reference,
 siren3d and Poisson side by side with one camera (``SCAN-REGIME.png``, 3 panels of 400x400), and the
-same three close up where siren3d is farthest from the reference (``SCAN-REGIME-closeup.png``); the
+same three close up where siren3d is farthest from the reference (``SCAN-REGIME-closeup.png``) and
+where the reference bends most, its finest detail (``SCAN-REGIME-detail.png``); the
 JSON line names the files.
 
 ``--quick`` shrinks everything (2,000/2,000/500 points, 60 steps of a small network, res 64, depth 6,
@@ -209,7 +210,7 @@ def main() -> None:
     ap.add_argument("--no-poisson", action="store_true", help="score siren3d alone (no Open3D needed)")
     ap.add_argument("--render", type=Path, nargs="?", const=RENDER_DIR, default=None, metavar="DIR",
                     help=f"render reference / siren3d / Poisson side by side into DIR [default: {RENDER_DIR}]: "
-                         "SCAN-REGIME.png and SCAN-REGIME-closeup.png")
+                         "SCAN-REGIME.png, SCAN-REGIME-closeup.png and SCAN-REGIME-detail.png")
     ap.add_argument("--render-size", type=int, default=400, help="pixels per panel side of the renders")
     args = ap.parse_args()
 

@@ -4,7 +4,8 @@
 camera in every panel), and a close-up of the region where the first mesh is farthest from the
 reference (the mean distance from reference samples to it, over patches ``closeup`` of the
 diagonal wide, outlined in red on the whole view; when there is no such mesh, the region of the
-reference that bends most). The close-up looks halfway between the whole view's direction and the
+reference that bends most), and a third, ``-detail.png``, of the region of the reference that bends
+most (its most varied normals: the finest detail, whatever the meshes did there). A close-up looks halfway between the whole view's direction and the
 patch's mean normal, or along another nearby direction from which nothing stands between the
 camera and the patch. ``benchmarks/quality.py --render`` calls it for every
 case; on its own it renders meshes already on disk:
@@ -198,9 +199,9 @@ def render_row(surfaces: list, labels: list[str], camera: list, out: Path, size:
 
 def render_case(reference, meshes: dict, out: Path, name: str = "", *, size: int = 400, closeup: float = 0.12,
                 seed: int = 0) -> tuple[list[Path], str]:
-    """Render ``reference`` beside ``meshes`` ({label: mesh file, trimesh or None}) into ``out`` and
-    ``out``-closeup.png (see the module docstring); ``name`` picks the view (VIEWS). Returns the two
-    paths and why the close-up shows what it shows."""
+    """Render ``reference`` beside ``meshes`` ({label: mesh file, trimesh or None}) into ``out``,
+    ``out``-closeup.png and ``out``-detail.png (see the module docstring); ``name`` picks the view
+    (VIEWS). Returns the three paths and why the close-up shows what it shows."""
     out = Path(out)
     ref_pts, ref_nrm = _samples(reference, SAMPLES, seed)
     first = next((m for m in meshes.values() if m is not None), None)
@@ -208,10 +209,12 @@ def render_case(reference, meshes: dict, out: Path, name: str = "", *, size: int
     whole = whole_view(ref_pts, name)
     width = closeup * float(np.linalg.norm(ref_pts.max(0) - ref_pts.min(0)))
     close, centre, why = closeup_view(ref_pts, ref_nrm, mesh_pts, whole, width)
+    detail, _, _ = closeup_view(ref_pts, ref_nrm, None, whole, width)  # where the reference bends most
     surfaces = [_surface(reference)] + [None if m is None else _surface(m) for m in meshes.values()]
     labels = ["reference"] + [str(k) for k in meshes]
     paths = [render_row(surfaces, labels, whole, out, size, mark=(centre, width)),
-             render_row(surfaces, labels, close, out.with_name(out.stem + "-closeup.png"), size)]
+             render_row(surfaces, labels, close, out.with_name(out.stem + "-closeup.png"), size),
+             render_row(surfaces, labels, detail, out.with_name(out.stem + "-detail.png"), size)]
     return paths, why
 
 
