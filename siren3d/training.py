@@ -91,11 +91,13 @@ def check_step_memory(config: FitConfig, device: torch.device) -> None:
 
 
 def lr_at(step: int, cfg: FitConfig) -> float:
-    """Learning rate for a 0-based step: linear warm-up, then cosine decay to lr * lr_final."""
-    if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    span = max(cfg.steps - cfg.warmup, 1)
-    t = min(max(step - cfg.warmup, 0) / span, 1.0)
+    """Learning rate for a 0-based step: linear warm-up (``warmup`` steps, at most a tenth of the
+    fit, so a short fit is not mostly warm-up), then cosine decay to lr * lr_final."""
+    warmup = min(cfg.warmup, cfg.steps // 10)
+    if warmup and step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    span = max(cfg.steps - warmup, 1)
+    t = min(max(step - warmup, 0) / span, 1.0)
     return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 

@@ -250,3 +250,18 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     assert 0.8 < np.median(f[out] / d[out]) < 1.2
     assert np.abs(f[out] - d[out]).mean() < 0.5 * np.abs(net[out] - d[out]).mean()
     assert (np.sign(f[out]) != np.sign(d[out])).mean() < 0.03  # 1 % after this short fit
+
+
+def test_the_learning_rate_warms_up_then_decays_to_its_final_fraction():
+    """Linear warm-up over `warmup` steps (at most a tenth of the fit), the peak right after it,
+    cosine decay to lr * lr_final at the last step."""
+    from siren3d.training import lr_at
+
+    cfg = FitConfig(steps=1200, lr=8e-4, lr_final=0.03, warmup=100)
+    assert lr_at(0, cfg) == pytest.approx(8e-6) and lr_at(49, cfg) == pytest.approx(4e-4)
+    assert lr_at(99, cfg) == pytest.approx(8e-4) and lr_at(100, cfg) == pytest.approx(8e-4)
+    assert lr_at(1199, cfg) == pytest.approx(8e-4 * 0.03, rel=1e-3)
+    rates = [lr_at(i, cfg) for i in range(1200)]
+    assert all(a <= b for a, b in zip(rates[:100], rates[1:101])) and all(a >= b for a, b in zip(rates[100:], rates[101:]))
+    short = FitConfig(steps=150, lr=8e-4, warmup=100)  # a tenth of 150: 15 steps of warm-up
+    assert lr_at(13, short) < 8e-4 and lr_at(14, short) == pytest.approx(8e-4)
