@@ -127,7 +127,7 @@ FAIL_WINDOW = 50
 
 def fit_failure(history: np.ndarray, config: FitConfig) -> str | None:
     """Why the fit with this loss history (HISTORY_COLUMNS rows) did not fit its scan, or None."""
-    if len(history) < FAIL_WINDOW:
+    if len(history) < FAIL_WINDOW or config.loss.normal <= 0:  # (without the normal term: nothing to judge by)
         return None
     normal = float(np.mean(history[-FAIL_WINDOW:, HISTORY_COLUMNS.index("normal")]))
     if not normal > FAIL_NORMAL:
