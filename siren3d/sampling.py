@@ -63,7 +63,9 @@ def scan_sampling(points: np.ndarray, k: int = 16, samples: int = 4000, seed: in
     d, j = tree.query(pts[idx], k=k, workers=-1)
     nb = pts[j] - pts[j].mean(1, keepdims=True)
     smallest = np.linalg.eigvalsh(np.einsum("mki,mkj->mij", nb, nb) / k)[:, 0]
-    spacing = float(np.median(d[:, 1]))
+    # the nearest *other* position: exact duplicates (vertices repeated along a mesh's seams) are not a spacing
+    nearest = np.where(d[:, 1:] > 0, d[:, 1:], np.inf).min(1)
+    spacing = float(np.median(nearest[np.isfinite(nearest)])) if np.isfinite(nearest).any() else 0.0
     return spacing, (float(np.median(np.sqrt(np.maximum(smallest, 0.0))) / spacing) if spacing > 0 else 0.0)
 
 

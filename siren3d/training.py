@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -133,7 +134,8 @@ def fit_failure(history: np.ndarray, config: FitConfig) -> str | None:
     if not normal > FAIL_NORMAL:
         return None
     return (f"training failed: the field does not follow the scan (over the last {FAIL_WINDOW} steps grad f "
-            f"agrees with the normals only to a mean 1 - cos of {normal:.2f}; fits that work end below 0.3). "
+            f"agrees with the normals only to a mean 1 - cos of {normal:.2f}; fits that work end far below "
+            f"{FAIL_NORMAL:g}: 0.01-0.05 on clean scans, a few tenths on noisy ones). "
             f"The learning rate is probably too high for this scan: refit with a lower lr (now {config.lr:g}; "
             f"try {config.lr / 3:.2g})")
 
@@ -195,8 +197,8 @@ def lr_for_spacing(config: FitConfig, spacing: float) -> float:
     """The peak learning rate for a scan of this median point spacing (unit box): see DENSE_SPACING.
     ``lr_sparse`` only ever lowers the rate (a low ``lr``, as the paper preset's, stays as it is)."""
     sparse = min(config.lr, config.lr_sparse)
-    if spacing <= 0:
-        return config.lr
+    if spacing <= 0:  # too few points to measure: the cautious rate
+        return sparse
     t = (math.log(spacing) - math.log(DENSE_SPACING)) / (math.log(SPARSE_SPACING) - math.log(DENSE_SPACING))
     if t <= 0 or t >= 1:  # exactly the setting, not exp(log(...))
         return config.lr if t <= 0 else sparse
@@ -390,8 +392,10 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     """Train a SIREN on ``scan`` and write the run folder.
 
     With ``resume``, continue from ``run_dir/model.pt`` (same input, same config; ``config.steps``
-    may be raised to train longer). Raises FitInterrupted after saving on Ctrl-C / SIGTERM, and
-    FitDiverged after saving the last good state if the loss becomes NaN/Inf. ``callback(step,
+    may be raised to train longer). Raises FitInterrupted after saving on Ctrl-C / SIGTERM,
+    FitDiverged after saving the last good state if the loss becomes NaN/Inf, and FitFailed when
+    training ran to the end without fitting the scan (see fit_failure; model.pt then becomes
+    model-failed.pt). ``callback(step,
     values)`` is called after every step with the loss values by HISTORY_COLUMNS name.
     """
     config = config or FitConfig()
@@ -481,7 +485,11 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         log.warning("could not write loss.png: %s", e)
     failure = fit_failure(hist, config)
     if failure:  # said now, not by a mesh step that searches the whole box for a surface
-        raise FitFailed(f"{failure}; the run is kept for inspection (loss.png)", run_dir)
+        # Kept for inspection under another name, so neither `siren3d mesh` (latest run) nor a batch
+        # re-run (which takes model.pt at its last step as a finished fit) mistakes it for a result.
+        failed = run_dir / "model-failed.pt"
+        os.replace(folder.model_path, failed)
+        raise FitFailed(f"{failure}; the model is kept as {failed.name} for inspection (loss.png)", run_dir)
     trainer.model.eval()
     return FitResult(model=trainer.model, normalization=normalization, config=config, run_dir=run_dir,
                      history=hist, seconds=prior_seconds + train_s, points_per_second=rate, support=support)

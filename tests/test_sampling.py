@@ -55,3 +55,20 @@ def test_noise_ratio_tells_noisy_scans_from_clean_ones_at_any_scale():
     assert clean_r < 0.3 < NOISY_RATIO < 0.6 < noisy_r, (clean_r, noisy_r)
     assert noise_ratio(pts * 1000.0 + 5e4) == pytest.approx(clean_r, rel=1e-3)
     assert noise_ratio(pts[:3]) == 0.0  # too few points to say: treated as clean
+
+
+def test_the_scan_spacing_ignores_exact_duplicates_and_too_few_points_get_the_cautious_rate():
+    """Points repeated exactly (vertices split along a mesh's seams) are not a spacing of 0, which
+    would give the sparsest scans the dense learning rate; too few points to measure get lr_sparse."""
+    from siren3d.config import FitConfig
+    from siren3d.sampling import scan_sampling
+    from siren3d.synthetic import sample_surface, torus
+    from siren3d.training import lr_for_spacing
+
+    pts, _ = sample_surface(torus(0.5, 0.18), 2000, res=64, seed=4)
+    spacing, ratio = scan_sampling(pts)
+    repeated, repeated_ratio = scan_sampling(np.repeat(pts, 3, axis=0))
+    assert spacing > 0 and repeated == pytest.approx(spacing, rel=0.1)
+    assert scan_sampling(pts[:3]) == (0.0, 0.0)
+    cfg = FitConfig()
+    assert lr_for_spacing(cfg, 0.0) == cfg.lr_sparse < cfg.lr
