@@ -410,12 +410,14 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         normalization = ckpt.normalization
     else:
         normalization = Normalization.fit(scan.points, config.margin)
-        config, noise = adapt_to_scan(config, normalization.to_unit(scan.points))
+    unit_points = normalization.to_unit(scan.points)
+    if not resume:
+        config, noise = adapt_to_scan(config, unit_points)
     config = resolve_grad(config, device)
     check_step_memory(config, device)
     check_output_dir(run_dir)
 
-    trainer = Trainer(config, normalization.to_unit(scan.points), scan.normals, device)
+    trainer = Trainer(config, unit_points, scan.normals, device)
     start = 0
     if ckpt is not None:
         try:
