@@ -69,11 +69,6 @@ def scan_sampling(points: np.ndarray, k: int = 16, samples: int = 4000, seed: in
     return spacing, (float(np.median(np.sqrt(np.maximum(smallest, 0.0))) / spacing) if spacing > 0 else 0.0)
 
 
-def noise_ratio(points: np.ndarray, **kwargs) -> float:
-    """How noisy a scan is, relative to its own sampling (see :func:`scan_sampling`)."""
-    return scan_sampling(points, **kwargs)[1]
-
-
 #: Scan points (a seeded subset) that vote on the side of off-surface points.
 SIDE_TREE_POINTS = 50_000
 #: Uniform points whose side is found once, at the start; each step draws from them.

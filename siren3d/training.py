@@ -44,7 +44,7 @@ from .system import available_memory, resolve_device
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("total",) + TERMS
-#: noise_ratio at or above which a scan is treated as noisy (clean scans: 0.1-0.3; see noise_ratio).
+#: Noise ratio at or above which a scan is treated as noisy (clean scans: 0.1-0.3; see scan_sampling).
 NOISY_RATIO = 0.5
 #: Normal-term weight for noisy scans. On the bunny with 0.5 % noise (benchmarks/quality.py's noisy
 #: regime), normal weight 100 / 300 / 1000 / 2000 gave Chamfer 0.94x / 0.90x / 0.885x / 0.892x Poisson's

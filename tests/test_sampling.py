@@ -44,12 +44,16 @@ def test_batches_carry_sides_for_every_off_surface_point_and_are_reproducible(sp
 def test_noise_ratio_tells_noisy_scans_from_clean_ones_at_any_scale():
     """Clean samples of a curved surface score well under NOISY_RATIO, the same with Gaussian noise
     of twice the point spacing well over it; the figure does not depend on units or position."""
-    from siren3d.sampling import local_spacing, noise_ratio
+    from siren3d.sampling import local_spacing, scan_sampling
     from siren3d.synthetic import sample_surface, torus
     from siren3d.training import NOISY_RATIO
 
     pts, _ = sample_surface(torus(0.5, 0.18), 20000, res=64, seed=4)
     spacing = float(np.median(local_spacing(pts, k=1)))
+
+    def noise_ratio(points):
+        return scan_sampling(points)[1]
+
     noisy = pts + np.random.default_rng(0).normal(scale=2 * spacing, size=pts.shape)
     clean_r, noisy_r = noise_ratio(pts), noise_ratio(noisy)
     assert clean_r < 0.3 < NOISY_RATIO < 0.6 < noisy_r, (clean_r, noisy_r)
