@@ -27,7 +27,6 @@ field is negative inside).
 from __future__ import annotations
 
 import functools
-import math
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -53,10 +52,6 @@ EXPORT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
 TRIM_PIECE_POINTS = 20
 #: Field values this close to the level (in cells) count as just outside it (see marching_cubes).
 SNAP = 1e-4
-#: Headroom of the sub-block test over ``safety``: unlike a region, a sub-block that is wrongly left
-#: out is not repaired by growth. A fit of Lucy at res 256 lost a face at 1.25; 1.5 gave the dense
-#: faces there and on the thin parts at 512, with 12-13 % fewer network evaluations.
-SUB_SAFETY = 1.5
 _DEFAULTS = MeshConfig()
 
 
@@ -204,62 +199,10 @@ def active_blocks(model: Siren, grid: Grid, level: float = 0.0, *, block: int = 
     return origins, stats
 
 
-class _SubBlocks:
-    """The 8 sub-blocks of ``block // 2`` cells of a block (``block`` even): their centres (local
-    indices, grid samples themselves), which of the block's (block + 1)^3 samples each one holds,
-    and for each sample the first sub-block holding it."""
-
-    def __init__(self, block: int, local: np.ndarray):
-        half = block // 2
-        origins = np.stack(np.meshgrid(*[[0, half]] * 3, indexing="ij"), -1).reshape(-1, 3)
-        self.centres = origins + half // 2 if half % 2 == 0 else None
-        lo, hi = origins[None], origins[None] + half
-        self.member = ((local[:, None, :] >= lo) & (local[:, None, :] <= hi)).all(2)  # (samples, 8)
-        self.first = np.argmax(self.member, axis=1)
-        # the centres' own rows among the samples (inside their sub-block only: first is theirs)
-        self.centre_rows = None if self.centres is None else \
-            np.flatnonzero((local[:, None, :] == self.centres[None]).all(2).any(1))
-        self.reach = 0.5 * half * math.sqrt(3.0)  # centre to corner, in cells
-
-
-def _block_values(model: Siren, grid: Grid, batch: np.ndarray, local: np.ndarray, sub: _SubBlocks | None,
-                  level: float, safety: float, chunk: int) -> tuple[np.ndarray, int]:
-    """The samples (B, (block + 1)^3) of the blocks at origins ``batch`` and the number of network
-    evaluations. With ``sub``, each whole block first tests its 8 sub-blocks as ``active_blocks``
-    tests regions (|f(centre) - level| <= SUB_SAFETY * safety * reach): the samples of sub-blocks the
-    level set cannot enter are not evaluated but given their sub-block's centre value, which has their
-    side of the level, so marching cubes makes no faces there, as with the true values."""
-    shape = np.asarray(grid.shape, dtype=np.int64)
-    idx = np.minimum(batch[:, None, :] + local[None], shape - 1)  # clip at the far faces
-    need = np.ones(idx.shape[:2], dtype=bool)
-    values = np.empty(idx.shape[:2], dtype=np.float32)
-    evaluations = 0
-    whole = (batch + int(local.max()) <= grid.cells).all(1) if sub is not None and sub.centres is not None else \
-        np.zeros(len(batch), dtype=bool)
-    if whole.any():
-        centres = (batch[whole][:, None, :] + sub.centres[None]).reshape(-1, 3)
-        fc = field_values(model, grid.points(centres), chunk).reshape(-1, len(sub.centres))
-        evaluations += fc.size
-        active = np.abs(fc - level) <= SUB_SAFETY * safety * sub.reach * grid.h
-        need[whole] = (active.astype(np.uint8) @ sub.member.T.astype(np.uint8)) > 0
-        rows = np.flatnonzero(whole)
-        need[rows[:, None], sub.centre_rows[None]] = False  # known already
-        values[rows] = np.take_along_axis(fc, np.broadcast_to(sub.first, (len(rows), len(sub.first))), 1)
-    lin = np.ravel_multi_index(idx[need].T, tuple(shape))
-    uniq, inverse = np.unique(lin, return_inverse=True)
-    if len(uniq):
-        values[need] = field_values(model, grid.points(np.stack(np.unravel_index(uniq, tuple(shape)), -1)),
-                                    chunk)[inverse.reshape(-1)]
-    return values, evaluations + len(uniq)
-
-
 def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block: int, backend: str,
-                chunk: int, progress: bool, snap: float = 0.0, safety: float | None = None
-                ) -> tuple[np.ndarray, np.ndarray, dict]:
+                chunk: int, progress: bool, snap: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Marching cubes over the blocks at ``seeds`` (origins), growing into every neighbouring block
     the surface crosses into, so a surface that the coarse test missed in part is still found whole.
-    With ``safety``, only the sub-blocks of a block that pass the coarse test are evaluated
-    (:func:`_block_values`).
 
     Returns vertices in index coordinates (merged across blocks), faces, and stats.
     """
@@ -268,7 +211,6 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
     nblocks = -(-cells // block)
     seen = np.zeros(int(np.prod(nblocks)), dtype=bool)
     local = np.stack(np.meshgrid(*[np.arange(block + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    sub = _SubBlocks(block, local) if safety is not None and block % 2 == 0 else None
     steps = np.concatenate([np.eye(3, dtype=np.int64), -np.eye(3, dtype=np.int64)])  # +x +y +z -x -y -z
     per_batch = max(1, 2 ** 20 // len(local))
     verts, faces, nverts, evaluations, blocks = [], [], 0, 0, 0
@@ -281,10 +223,13 @@ def _block_mesh(model: Siren, grid: Grid, seeds: np.ndarray, level: float, block
             crossing = []
             for b0 in range(0, len(queue), per_batch):
                 batch = queue[b0:b0 + per_batch] * block  # origins
-                values, n = _block_values(model, grid, batch, local, sub, level, safety or 0.0, chunk)
-                values = values.reshape(len(batch), block + 1, block + 1, block + 1)
+                idx = np.minimum(batch[:, None, :] + local[None], shape - 1).reshape(-1, 3)  # clip at the far faces
+                lin = np.ravel_multi_index(idx.T, tuple(shape))
+                uniq, inverse = np.unique(lin, return_inverse=True)
+                values = field_values(model, grid.points(np.stack(np.unravel_index(uniq, tuple(shape)), -1)), chunk)
+                values = values[inverse.reshape(-1)].reshape(len(batch), block + 1, block + 1, block + 1)
                 values = _snap(values, level, snap)  # here already: the crossing test below must agree
-                evaluations += n
+                evaluations += len(uniq)
                 for origin, vol in zip(batch, values):
                     ext = np.minimum(block, cells - origin) + 1
                     v, f = marching_cubes(vol[:ext[0], :ext[1], :ext[2]], level, backend)
@@ -480,8 +425,7 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
         origins, sstats = active_blocks(model, grid, unit_level, block=cfg.block, safety=cfg.safety, chunk=cfg.chunk,
                                         progress=progress)
         _check_memory(estimate_memory(res, cfg.method, len(origins), cfg.block), res)
-        v, f, bstats = _block_mesh(model, grid, origins, unit_level, cfg.block, cfg.backend, cfg.chunk, progress, snap,
-                                   cfg.safety)
+        v, f, bstats = _block_mesh(model, grid, origins, unit_level, cfg.block, cfg.backend, cfg.chunk, progress, snap)
         evaluations = bstats["block_evaluations"] + sstats["coarse_evaluations"]
         extra = dict(blocks=bstats["blocks"], grown_blocks=bstats["grown_blocks"])
     if len(f) == 0:
