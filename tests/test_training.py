@@ -33,8 +33,8 @@ def test_short_fit_lowers_every_loss_term(tmp_path, sphere_scan_file):
     for i, name in enumerate(HISTORY_COLUMNS):
         if name == "sign":  # starts near 0 (a fresh field is near 0 everywhere) and must stay small
             assert last[i] < 0.01, (name, first[i], last[i])
-        elif name == "distance":  # the far field is learnt slowly by this small, short fit (0.101 -> 0.090)
-            assert last[i] < 0.95 * first[i], (name, first[i], last[i])
+        elif name == "distance":  # weighted 0 by default, only watched: the far field must not get worse
+            assert last[i] < first[i], (name, first[i], last[i])  # (0.102 -> 0.097 with normal weight 1e3)
         else:
             assert last[i] < 0.8 * first[i], (name, first[i], last[i])
     # the run folder is complete
@@ -242,7 +242,9 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     g_far = field_values_and_grads(field, x[clear])[1]
     assert np.abs(np.linalg.norm(g_far, axis=1) - 1).max() < 1e-6
 
-    cfg = small_config(steps=300, lr=5e-4, lr_sparse=5e-4, loss=replace(LossWeights(), distance=1e3))
+    # (with the paper's normal weight: at the default 1e3 this short fit gives median f/d 0.39, the
+    # normal term outweighing the distance term in 300 steps)
+    cfg = small_config(steps=300, lr=5e-4, lr_sparse=5e-4, loss=replace(LossWeights(), distance=1e3, normal=1e2))
     trained = fit(scan, cfg, tmp_path / "w1000", progress=False)
     f = field_values(trained.model, x).astype(np.float64)
     out = np.abs(d) > 0.15
