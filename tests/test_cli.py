@@ -74,6 +74,7 @@ def test_quality_levels_and_the_paper_preset_choose_their_settings():
     base = FitConfig()
     fast, high = fit_config("fast"), fit_config("high")
     assert fast.steps * fast.batch < base.steps * base.batch < high.steps * high.batch  # points seen
+    assert fast.loss.normal < base.loss.normal  # fewer points per step: a lighter normal term (see PRESETS)
     paper = fit_config("paper", steps=7)
     assert paper.steps == 7 and paper.loss.sign == 0 and paper.near_ratio == 0 and paper.model.width == 256
     assert set(PRESETS) >= {"fast", "high", "paper"}
@@ -163,7 +164,7 @@ def test_quality_help_says_what_each_preset_changes():
     help_text = next(p for p in main.commands["fit"].params if p.name == "quality").help
     for name in ("fast", "high"):
         for key, value in PRESETS[name].items():
-            assert f"{key} {value:g}" in help_text, (name, key)
+            assert f"{key.replace('.', ' ')} {value:g}" in help_text, (name, key)
 
 
 def test_the_learning_rate_follows_the_scans_point_spacing(in_tmp):
