@@ -49,8 +49,9 @@ NOISY_RATIO = 0.5
 #: Normal-term weight for noisy scans. On the bunny with 0.5 % noise (benchmarks/quality.py's noisy
 #: regime), normal weight 100 / 300 / 1000 / 2000 gave Chamfer 0.94x / 0.90x / 0.885x / 0.892x Poisson's
 #: with seed 0, and 1000 / 2000 gave 0.912x / 0.878x with seed 1 (3000 left an inner shell, which
-#: meshing drops, then 0.892x). On clean and sparse inputs 300 and 1000 left a ghost piece, so the
-#: weight is raised only where the noise is measured.
+#: meshing drops, then 0.892x). On clean and sparse inputs 300 and 1000 left a ghost piece then (a
+#: 2-hidden-layer network); with 4 hidden layers and the rate by scan 1e3 is the default for every
+#: scan (LossWeights.normal) and a noisy one gets this much.
 NOISY_NORMAL_WEIGHT = 2e3
 #: The peak learning rate follows the scan's median point spacing in the unit box (100k points of a
 #: statue: 0.003-0.004, of the raw gargoyle scan 0.007; 5k points: 0.012-0.018): ``lr`` at
