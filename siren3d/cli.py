@@ -216,7 +216,7 @@ def fit(scan: Path, out: Path | None, quality: str, preset: str | None, resume: 
     final = result.history[-1]
     click.echo(f"fitted {result.config.steps} steps in {result.seconds:.1f} s "
                f"({result.points_per_second / 1e3:.0f}k points/s); loss {final[0]:.4g} "
-               f"(surface {final[1]:.2e}, normal {final[2]:.3f}, eikonal {final[3]:.3f})", err=True)
+               f"(surface {final[1]:.2e}, normal {final[2]:.2e}, eikonal {final[3]:.3f})", err=True)
     click.echo(f"wrote {result.run_dir}/model.pt, fit.json, loss.png", err=True)
     click.echo(f"next: siren3d mesh --run {result.run_dir}", err=True)
 
