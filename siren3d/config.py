@@ -209,7 +209,7 @@ class LossWeights(Settings):
 
     surface: float = setting(3e3, "Weight of |f| on scan points.", min=0)
     normal: float = setting(1e3, "Weight of 1 - cos(grad f, n) on scan points (paper: 1e2; 1e3 keeps finer relief: "
-                            "Lucy clean 1.075x -> 1.056x Poisson's Chamfer, a dragon's scales visible; 3e3 left "
+                            "Lucy clean 1.075x -> 1.054x Poisson's Chamfer, a dragon's scales visible; 3e3 left "
                             "stray pieces on Lucy).", min=0)
     eikonal: float = setting(5e1, "Weight of | |grad f| - 1 | on all points.", min=0)
     offsurface: float = setting(1e2, "Weight of exp(-alpha |f|) on uniform points.", min=0)
