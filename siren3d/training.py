@@ -195,10 +195,16 @@ def resolve_grad(config: FitConfig, device: torch.device) -> FitConfig:
     return replace(config, grad=method, grad_auto=record)
 
 
+def cautious_lr(config: FitConfig) -> float:
+    """The peak rate of sparse and noisy scans: ``lr_sparse``, which only ever lowers the rate (a low
+    ``lr``, as the paper preset's, stays as it is)."""
+    return min(config.lr, config.lr_sparse)
+
+
 def lr_for_spacing(config: FitConfig, spacing: float) -> float:
-    """The peak learning rate for a scan of this median point spacing (unit box): see DENSE_SPACING.
-    ``lr_sparse`` only ever lowers the rate (a low ``lr``, as the paper preset's, stays as it is)."""
-    sparse = min(config.lr, config.lr_sparse)
+    """The peak learning rate for a scan of this median point spacing (unit box): see DENSE_SPACING;
+    at SPARSE_SPACING or coarser, and when it cannot be measured, :func:`cautious_lr`."""
+    sparse = cautious_lr(config)
     if spacing <= 0:  # too few points to measure: the cautious rate
         return sparse
     t = (math.log(spacing) - math.log(DENSE_SPACING)) / (math.log(SPARSE_SPACING) - math.log(DENSE_SPACING))
@@ -224,7 +230,7 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,
                  f"treated as noisy, normal weight {config.loss.normal:g} (--noise low to turn off)" if noisy
                  else "treated as clean")
-    lr = min(config.lr, config.lr_sparse) if noisy else lr_for_spacing(config, spacing)
+    lr = cautious_lr(config) if noisy else lr_for_spacing(config, spacing)
     if lr != config.lr:
         kind = ("noisy" if noisy else "sparse" if spacing >= SPARSE_SPACING else "between dense and sparse")
         log.info("point spacing %.4f of the unit box, %s: peak learning rate %.3g (--lr %g on dense clean scans, "
