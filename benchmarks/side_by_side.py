@@ -209,7 +209,8 @@ def render_case(reference, meshes: dict, out: Path, name: str = "", *, size: int
     whole = whole_view(ref_pts, name)
     width = closeup * float(np.linalg.norm(ref_pts.max(0) - ref_pts.min(0)))
     close, centre, why = closeup_view(ref_pts, ref_nrm, mesh_pts, whole, width)
-    detail, _, _ = closeup_view(ref_pts, ref_nrm, None, whole, width)  # where the reference bends most
+    # where the reference bends most: the close-up itself when there is no mesh to compare
+    detail = close if mesh_pts is None else closeup_view(ref_pts, ref_nrm, None, whole, width)[0]
     surfaces = [_surface(reference)] + [None if m is None else _surface(m) for m in meshes.values()]
     labels = ["reference"] + [str(k) for k in meshes]
     paths = [render_row(surfaces, labels, whole, out, size, mark=(centre, width)),
