@@ -71,7 +71,7 @@ def test_the_scan_spacing_ignores_exact_duplicates_and_too_few_points_get_the_ca
 
     pts, _ = sample_surface(torus(0.5, 0.18), 2000, res=64, seed=4)
     spacing, ratio = scan_sampling(pts)
-    repeated, repeated_ratio = scan_sampling(np.repeat(pts, 3, axis=0))
+    repeated, _ = scan_sampling(np.repeat(pts, 3, axis=0))
     assert spacing > 0 and repeated == pytest.approx(spacing, rel=0.1)
     assert scan_sampling(pts[:3]) == (0.0, 0.0)
     cfg = FitConfig()

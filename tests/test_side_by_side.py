@@ -59,5 +59,5 @@ def test_every_panel_has_the_same_camera(tmp_path):
         ref_panel, same_panel, missing_panel = (img[20:, i * size:(i + 1) * size] for i in range(3))
         assert (ref_panel < 250).mean() > 0.05  # something drawn...
         assert (missing_panel >= 250).all()  # ...and nothing where there is no mesh
-        if not path.name == "case.png":  # (the whole view outlines the close-up on the reference)
+        if path.name != "case.png":  # (the whole view outlines the close-up on the reference)
             assert np.abs(ref_panel - same_panel).max() <= 2  # one camera: the same surface, the same pixels
