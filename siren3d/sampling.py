@@ -81,7 +81,7 @@ class Sampler:
     points, normals: (N, 3) float32 in the unit box.
     """
 
-    def __init__(self, points: np.ndarray, normals: np.ndarray, batch: int, uniform_ratio: float = 1.0,
+    def __init__(self, points: np.ndarray, normals: np.ndarray, batch: int, uniform_ratio: float,
                  near_ratio: float = 0.0, near_scale: float = 1.0, seed: int = 0,
                  device: str | torch.device = "cpu", sign_k: int = 0, sign_margin: float = 3.0):
         self.points = torch.as_tensor(points, dtype=torch.float32).to(device)

@@ -11,7 +11,7 @@ from siren3d.sampling import Sampler
 
 def test_side_vote_matches_the_sphere_and_abstains_near_the_surface(sphere_points):
     pts, nrm = sphere_points  # radius 0.5, outward normals
-    s = Sampler(pts, nrm, batch=256, near_ratio=0.5, seed=0, sign_k=8)
+    s = Sampler(pts, nrm, batch=256, uniform_ratio=1.0, near_ratio=0.5, seed=0, sign_k=8)
     x = np.random.default_rng(0).uniform(-1, 1, (20000, 3)).astype(np.float32)
     side, distance = s.side_and_distance(x)
     r = np.linalg.norm(x, axis=1)
@@ -38,7 +38,7 @@ def test_batches_carry_sides_for_every_off_surface_point_and_are_reproducible(sp
     assert ((a.off_distance[:128] > 0) == known).all()
     # near-surface points stay near the surface: within a few point spacings of radius 0.5
     assert (a.near.norm(dim=1) - 0.5).abs().max() < 0.2
-    assert Sampler(pts, nrm, batch=128, seed=3).sample().off_sign is None  # off: not computed
+    assert Sampler(pts, nrm, batch=128, uniform_ratio=1.0, seed=3).sample().off_sign is None  # off: not computed
 
 
 def test_noise_ratio_tells_noisy_scans_from_clean_ones_at_any_scale():
