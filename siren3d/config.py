@@ -217,8 +217,8 @@ class LossWeights(Settings):
                           min=0)
     distance: float = setting(0.0, "Weight of |f - s d| on off-surface points of known side s and distance d to the "
                               "scan (0: off, as in the paper; it costs surface detail, and siren3d.field.ScanField "
-                              "makes the field a distance away from the scan instead; it is learnt on the uniform points, so it "
-                              "wants --uniform-ratio 1 or more).", min=0)
+                              "makes the field a distance away from the scan instead; it is learnt on the uniform "
+                              "points, so it wants --uniform-ratio 1 or more).", min=0)
     alpha: float = setting(100.0, "Sharpness of the off-surface term exp(-alpha |f|).", positive=True,
                            flag="offsurface-alpha")
 
