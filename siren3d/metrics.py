@@ -61,6 +61,9 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
     - ``fscore_<t>``: the harmonic mean of ``precision_<t>`` (the fraction of P within t of R)
       and ``recall_<t>`` (the fraction of R within t of P), at t = 0.5 % and 1 % of the
       reference's bounding-box diagonal (``threshold_<t>`` holds t in scan units);
+    - ``accuracy_beyond_<t>``: the part of ``accuracy`` that comes from samples of P farther than
+      t from R, mean over P of d(p, R) [d(p, R) >= t]. Against a raw scan this is mostly surface
+      where the scanner saw nothing (holes, unseen crevices), which the scan cannot score fairly;
     - ``components``: connected pieces of the predicted mesh (faces sharing an edge, after
       vertices at the same position are merged); ``watertight``: every edge is shared by exactly
       two faces (trimesh's ``is_watertight``; winding is not checked).
@@ -114,6 +117,9 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
         out[f"precision_{name}"] = precision
         out[f"recall_{name}"] = recall
         out[f"threshold_{name}"] = t
+        beyond = float(np.where(d_pr >= t, d_pr, 0.0).mean())
+        out[f"accuracy_beyond_{name}"] = beyond
+        out[f"accuracy_beyond_{name}_rel"] = beyond / diag
     out["components"] = count_components(pred)
     out["watertight"] = bool(pred.is_watertight)
     out["vertices"] = len(pred.vertices)
@@ -130,6 +136,9 @@ def format_table(scores: dict) -> str:
     for name, frac in FSCORE_THRESHOLDS.items():
         rows.append((f"F-score @ {frac:.1%}", f"{scores[f'fscore_{name}']:.4f}",
                      f"(precision {scores[f'precision_{name}']:.4f}, recall {scores[f'recall_{name}']:.4f})"))
+    for name, frac in FSCORE_THRESHOLDS.items():
+        key = f"accuracy_beyond_{name}"
+        rows.append((f"accuracy beyond {frac:.1%}", f"{scores[key]:.6g}", f"{scores[key + '_rel']:.6f}"))
     rows.append(("components", str(scores["components"]), ""))
     rows.append(("watertight", "yes" if scores["watertight"] else "no", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]

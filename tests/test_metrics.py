@@ -89,7 +89,7 @@ def test_a_shifted_copy_gives_the_analytic_chamfer_and_hausdorff(ball):
         assert share - 0.07 < s[f"recall_{name}"] < share
 
 
-def test_a_ghost_piece_raises_hausdorff_and_components_but_not_completeness(ball):
+def test_a_ghost_piece_raises_hausdorff_components_and_far_accuracy_but_not_completeness(ball):
     ghost = trimesh.util.concatenate([ball, sphere(0.05, center=(3.0, 0, 0))])
     clean = evaluate(ball, ball, n_samples=N)
     s = evaluate(ghost, ball, n_samples=N)
@@ -99,6 +99,12 @@ def test_a_ghost_piece_raises_hausdorff_and_components_but_not_completeness(ball
     assert clean["hausdorff"] < 0.05
     assert s["completeness"] == pytest.approx(clean["completeness"], rel=0.1)
     assert s["precision_1pct"] < 1.0 and s["recall_1pct"] == 1.0
+    # All of the accuracy beyond 1 % is the ghost's: its share of the samples times its distance.
+    far = 1 - s["precision_1pct"]
+    assert s["accuracy_beyond_1pct"] == pytest.approx(far * 2.0, rel=0.05)
+    assert s["accuracy"] - s["accuracy_beyond_1pct"] == pytest.approx(clean["accuracy"] * (1 - far), rel=0.1)
+    assert clean["accuracy_beyond_1pct"] == 0.0
+    assert s["accuracy_beyond_0.5pct_rel"] == pytest.approx(s["accuracy_beyond_0.5pct"] / s["reference_diagonal"])
 
 
 def test_accuracy_and_completeness_measure_opposite_directions(ball):
@@ -148,7 +154,9 @@ EVAL_KEYS = {
     "chamfer_l1", "chamfer_l1_rel", "accuracy", "accuracy_rel", "completeness", "completeness_rel",
     "hausdorff", "hausdorff_rel", "normal_consistency", "normal_accuracy", "normal_completeness",
     "fscore_0.5pct", "precision_0.5pct", "recall_0.5pct", "threshold_0.5pct",
+    "accuracy_beyond_0.5pct", "accuracy_beyond_0.5pct_rel",
     "fscore_1pct", "precision_1pct", "recall_1pct", "threshold_1pct",
+    "accuracy_beyond_1pct", "accuracy_beyond_1pct_rel",
     "components", "watertight", "vertices", "faces",
 }
 
@@ -169,6 +177,7 @@ def test_eval_command_prints_json_with_every_key_and_a_table(ball, tmp_path):
                              "--samples", "20000"])
     assert r.exit_code == 0, r.output
     assert "chamfer-l1" in r.stdout and "F-score @ 1.0%" in r.stdout and "watertight" in r.stdout
+    assert "accuracy beyond 0.5%" in r.stdout
     assert f"{scores['chamfer_l1']:.6g}" in r.stdout
 
 
