@@ -145,6 +145,8 @@ def run_siren(input_ply: Path, work: Path, fit_args: list[str], res: int, seed: 
     fit_json = json.loads((run_dir / "fit.json").read_text())
     result["train_seconds"] = round(fit_json.get("timings", {}).get("train_s", float("nan")), 2)
     result["steps"] = fit_json.get("step")
+    if fit_json.get("recoveries"):  # the field collapsed and the fit went back (siren3d.training._CollapseGuard)
+        result["recoveries"] = fit_json["recoveries"]
     mesh_s, proc = run_timed([*siren3d_command(), "mesh", "--run", str(run_dir), "--res", str(res), "-o", str(out)])
     result["mesh_seconds"] = round(mesh_s, 2)
     result["seconds"] = round(fit_s + mesh_s, 2)

@@ -261,6 +261,9 @@ class FitConfig(Settings):
     noise: str = setting("auto", "Treat the scan as clean ('low') or noisy ('high': trust the normals more); "
                          "'auto' measures it.", choices=NOISE_MODES)
     checkpoint_every: int = setting(500, "Steps between resumable checkpoints (0: only at the end).", min=0)
+    recover: int = setting(3, "Times a fit whose field collapsed (grad f no longer follows the normals) goes back "
+                           "to its last healthy state and on at half the peak learning rate (0: never; the fit "
+                           "then fails at its end).", min=0)
     margin: float = setting(DEFAULT_MARGIN, "Empty fraction of the unit box around the scan.", min=0, max=0.9,
                             cli=False)
     model: ModelConfig = setting(default_factory=ModelConfig)

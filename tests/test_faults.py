@@ -136,12 +136,13 @@ def test_absurd_lr_diverges_cleanly_with_advice(tmp_path, scan_file):
 
 def test_a_fit_that_collapsed_says_so_instead_of_leaving_it_to_the_mesher(tmp_path, scan_file):
     """Too high a learning rate that stays finite: the field collapses to one with no surface near
-    the points (grad f uncorrelated with the normals). The fit says so in one line and exits 2;
-    the run is kept for inspection. The same fit at a sane lr ends far below the threshold."""
+    the points (grad f uncorrelated with the normals). Without going back (--recover 0) the fit
+    says so in one line and exits 2; the run is kept for inspection. The same fit at a sane lr ends
+    far below the threshold."""
     from siren3d.training import FAIL_NORMAL, FAIL_WINDOW
 
     small = ["--steps", "150", "--batch", "256", "--width", "64", "--hidden-layers", "2", "--grad", "fused",
-             "--device", "cpu", "-q"]
+             "--device", "cpu", "-q", "--recover", "0"]
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-2", "--lr-sparse", "1e-2", "--out", str(out)])
     assert r.exit_code == 2, r.output
@@ -156,6 +157,53 @@ def test_a_fit_that_collapsed_says_so_instead_of_leaving_it_to_the_mesher(tmp_pa
     hist = json.loads((ok / "fit.json").read_text())["history"]
     normal = np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean()
     assert normal < FAIL_NORMAL / 10
+
+
+def _final_normal(run) -> float:
+    from siren3d.training import FAIL_WINDOW
+
+    hist = json.loads((run / "fit.json").read_text())["history"]
+    return float(np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean())
+
+
+def test_a_fit_that_collapses_goes_back_and_on_at_a_lower_rate(tmp_path, scan_file):
+    """The collapsing fit above, with the default --recover: it goes back to its start at half the
+    rate, collapses again, goes back again and fits at a quarter. fit.json records each step back,
+    and the run's config holds the rate it ended with, so a resume goes on at that rate."""
+    from siren3d.training import FAIL_NORMAL
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["fit", str(scan_file), "--steps", "150", "--batch", "256", "--width", "64",
+                                  "--hidden-layers", "2", "--grad", "fused", "--device", "cpu", "-q",
+                                  "--lr", "1e-2", "--lr-sparse", "1e-2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "the field collapsed by step" in r.output and "went back to step 0" in r.output
+    doc = json.loads((out / "fit.json").read_text())
+    backs = doc["recoveries"]
+    assert 1 <= len(backs) <= 3 and all(b["resumed_from"] == 0 for b in backs)
+    assert [b["lr"] for b in backs] == pytest.approx([1e-2 / 2 ** (i + 1) for i in range(len(backs))])
+    assert doc["fit"]["lr"] == pytest.approx(backs[-1]["lr"]) and doc["fit"]["recover"] == 3
+    assert len(doc["history"]["rows"]) == doc["step"] == 150  # the undone steps are not in the history
+    assert _final_normal(out) < FAIL_NORMAL / 10
+    assert load_checkpoint(out).step == 150
+
+
+def test_a_collapse_mid_way_goes_back_to_the_last_healthy_snapshot(tmp_path, scan_file):
+    """A rate that grows as the fit goes (a 'decay' to 20x the peak) fits well at first, then
+    collapses. The fit goes back to a healthy state kept in memory (a multiple of GUARD_EVERY steps),
+    not to its start, and goes on at half the peak with the same end rate (capped at the peak)."""
+    from siren3d.training import FAIL_NORMAL, GUARD_EVERY
+
+    scan = load_scan(scan_file)
+    cfg = FitConfig(steps=300, batch=256, lr=1e-3, lr_sparse=1e-3, lr_final=20.0, warmup=0, seed=0, device="cpu", grad="fused",
+                    checkpoint_every=0, model=ModelConfig(width=64, hidden_layers=2))
+    run = tmp_path / "run"
+    res = fit(scan, cfg, run, progress=False)
+    (back,) = json.loads((run / "fit.json").read_text())["recoveries"]
+    assert back["resumed_from"] > 0 and back["resumed_from"] % GUARD_EVERY == 0
+    assert back["resumed_from"] < back["collapsed_at"] <= back["resumed_from"] + GUARD_EVERY + 100
+    assert res.config.lr == pytest.approx(5e-4) and res.config.lr_final == 1.0
+    assert len(res.history) == 300 and _final_normal(run) < FAIL_NORMAL / 10
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, scan_file):
