@@ -65,9 +65,10 @@ def test_same_seed_same_weights_on_cpu(tmp_path, sphere_scan_file):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_scan_file):
+@pytest.mark.parametrize("noise", ["auto", "high"])  # high: the scan is smoothed again on resume
+def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_scan_file, noise):
     scan = load_scan(sphere_scan_file)
-    cfg = small_config(steps=40, lr_final=0.1, warmup=5)
+    cfg = small_config(steps=40, lr_final=0.1, warmup=5, noise=noise)
     full = fit(scan, cfg, tmp_path / "full", progress=False)
 
     def interrupt_at_17(step, _values):

@@ -1,0 +1,50 @@
+"""Smoothing a noisy scan's positions along its normals, before the fit.
+
+Each pass moves every point along its own normal to the weighted mean offset of its DENOISE_K
+nearest neighbours (their positions projected on that normal). A neighbour's weight is a Gaussian
+of its distance across the normal (scale: half the median distance to the k-th neighbour) times how
+far its normal agrees with the point's (max(0, cos)): a neighbour on the other sheet of a thin part,
+or across a sharp edge, gets little or no weight. Points only move along their normals, so the
+sampling across the surface stays as it was.
+
+The normals carry what the positions lose to noise: on Lucy with Gaussian noise of 0.5 % of its
+diagonal, a fit on the smoothed points came 0.877x Poisson's Chamfer distance against 0.967x on the
+raw ones (``benchmarks/quality.py``; see the README). The fit still averages what is left.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Neighbours each point is averaged with.
+DENOISE_K = 32
+
+
+def denoise_along_normals(points: np.ndarray, normals: np.ndarray, passes: int, k: int = DENOISE_K
+                          ) -> tuple[np.ndarray, dict]:
+    """Points (N, 3) moved along their unit normals (N, 3), ``passes`` times.
+
+    Returns (float32 points, stats: passes, k and the mean and largest distance moved, in the points'
+    units). Fewer than 4 points, or passes 0: the points as they are.
+    """
+    from scipy.spatial import cKDTree
+
+    p = np.asarray(points, dtype=np.float64)
+    n = np.asarray(normals, dtype=np.float64)
+    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    k = int(min(k, len(p)))
+    if passes <= 0 or k < 4:
+        return np.asarray(points, dtype=np.float32), {"passes": 0, "k": k, "moved_mean": 0.0, "moved_max": 0.0}
+    start = p.copy()
+    for _ in range(passes):
+        d, j = cKDTree(p).query(p, k=k, workers=-1)
+        offset = np.einsum("mkc,mc->mk", p[j] - p[:, None, :], n)  # along the point's own normal
+        across = np.sqrt(np.maximum(d * d - offset * offset, 0.0))
+        scale = 0.5 * float(np.median(d[:, -1]))
+        if not scale > 0:
+            break
+        w = np.exp(-(across / scale) ** 2) * np.maximum(np.einsum("mkc,mc->mk", n[j], n), 0.0)
+        p = p + (np.einsum("mk,mk->m", w, offset) / np.maximum(w.sum(1), 1e-12))[:, None] * n
+    moved = np.linalg.norm(p - start, axis=1)
+    return p.astype(np.float32), {"passes": int(passes), "k": k, "moved_mean": float(moved.mean()),
+                                  "moved_max": float(moved.max())}
