@@ -19,6 +19,8 @@ import numpy as np
 
 #: Neighbours each point is averaged with.
 DENOISE_K = 32
+#: Points smoothed at a time (the neighbour arrays are CHUNK x k x 3: 77 MB in float64).
+CHUNK = 100_000
 
 
 def denoise_along_normals(points: np.ndarray, normals: np.ndarray, passes: int, k: int = DENOISE_K
@@ -38,14 +40,20 @@ def denoise_along_normals(points: np.ndarray, normals: np.ndarray, passes: int, 
         return np.asarray(points, dtype=np.float32), {"passes": 0, "k": k, "moved_mean": 0.0, "moved_max": 0.0}
     start = p.copy()
     for _ in range(passes):
-        d, j = cKDTree(p).query(p, k=k, workers=-1)
-        offset = np.einsum("mkc,mc->mk", p[j] - p[:, None, :], n)  # along the point's own normal
-        across = np.sqrt(np.maximum(d * d - offset * offset, 0.0))
-        scale = 0.5 * float(np.median(d[:, -1]))
+        tree = cKDTree(p)
+        kth = np.concatenate([tree.query(p[a:a + CHUNK], k=[k], workers=-1)[0][:, 0] for a in range(0, len(p), CHUNK)])
+        scale = 0.5 * float(np.median(kth))  # the Gaussian's scale, from the k-th neighbour's distance
         if not scale > 0:
             break
-        w = np.exp(-(across / scale) ** 2) * np.maximum(np.einsum("mkc,mc->mk", n[j], n), 0.0)
-        p = p + (np.einsum("mk,mk->m", w, offset) / np.maximum(w.sum(1), 1e-12))[:, None] * n
+        shift = np.empty(len(p))
+        for a in range(0, len(p), CHUNK):
+            pa, na = p[a:a + CHUNK], n[a:a + CHUNK]
+            d, j = tree.query(pa, k=k, workers=-1)
+            offset = np.einsum("mkc,mc->mk", p[j] - pa[:, None, :], na)  # along the point's own normal
+            across = np.sqrt(np.maximum(d * d - offset * offset, 0.0))
+            w = np.exp(-(across / scale) ** 2) * np.maximum(np.einsum("mkc,mc->mk", n[j], na), 0.0)
+            shift[a:a + CHUNK] = np.einsum("mk,mk->m", w, offset) / np.maximum(w.sum(1), 1e-12)
+        p = p + shift[:, None] * n
     moved = np.linalg.norm(p - start, axis=1)
     return p.astype(np.float32), {"passes": int(passes), "k": k, "moved_mean": float(moved.mean()),
                                   "moved_max": float(moved.max())}

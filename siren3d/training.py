@@ -129,7 +129,7 @@ FAIL_NORMAL = 0.7
 FAIL_WINDOW = 50
 #: A collapse is caught while training, too: the fit goes back to its last healthy state (see
 #: _CollapseGuard), kept in memory every GUARD_EVERY steps while the normal term's mean over the last
-#: FAIL_WINDOW steps is under HEALTHY_NORMAL (noisy scans: a few tenths).
+#: FAIL_WINDOW steps is under HEALTHY_NORMAL (noisy Lucy, smoothed, ran at 0.14-0.21 after step 200).
 GUARD_EVERY = 100
 HEALTHY_NORMAL = FAIL_NORMAL / 2
 
@@ -239,10 +239,9 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray, normals_estimated:
     if config.denoise and (not noisy or normals_estimated):
         config = replace(config, denoise=0)  # the config says what was done
     if ratio is not None:
-        smoothed = f", points smoothed along their normals ({config.denoise} passes)" if config.denoise else ""
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,
-                 f"treated as noisy, normal weight {config.loss.normal:g}{smoothed} (--noise low to turn off)"
-                 if noisy else "treated as clean")
+                 f"treated as noisy, normal weight {config.loss.normal:g} (--noise low to turn off)" if noisy
+                 else "treated as clean")
     lr = cautious_lr(config) if noisy else lr_for_spacing(config, spacing)
     if lr != config.lr:
         kind = ("noisy" if noisy else "sparse" if spacing >= SPARSE_SPACING else "between dense and sparse")
@@ -345,17 +344,19 @@ class _CollapseGuard:
     with 5,000 steps at 8e-4, where 1,500 fit well): grad f stops following the normals. Once the
     normal term's mean over the last FAIL_WINDOW steps exceeds FAIL_NORMAL, the weights, Adam's
     moments, the sampler and the history go back to the last snapshot, and the fit goes on at half
-    the peak rate with the same end rate, ``config.recover`` times at most; then the fit fails at
-    its end as before (fit_failure).
+    the peak rate with the same end rate (capped at the new peak), ``config.recover`` times in all
+    (``earlier``: the steps back a resumed run already took); then the fit fails at its end as
+    before (fit_failure). A resumed run starts its snapshots afresh from the checkpoint.
     """
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, earlier: list[dict] | None = None):
         self.trainer = trainer
-        self.left = trainer.config.recover if trainer.config.loss.normal > 0 else 0
+        self.recoveries: list[dict] = list(earlier or [])
+        budget = trainer.config.recover - len(self.recoveries)
+        self.left = max(budget, 0) if trainer.config.loss.normal > 0 else 0
         self.column = HISTORY_COLUMNS.index("normal")
         self.base = trainer.steps_done  # where the current run of steps started
         self.snapshot = None
-        self.recoveries: list[dict] = []
         window = self._window_mean()
         if self.left and (window is None or window < HEALTHY_NORMAL):
             self._take()
@@ -453,7 +454,8 @@ def _resume_config(config: FitConfig, scan: Scan, run_dir: Path) -> tuple[FitCon
     if ckpt.train is None:
         raise Siren3dError("the model file has no training state to resume from", model_path)
     try:
-        old = FitConfig.from_dict(ckpt.meta["fit"])
+        # A run written before siren3d smoothed noisy scans did not smooth its scan: neither does its resume.
+        old = FitConfig.from_dict({"denoise": 0, **ckpt.meta["fit"]})
     except (KeyError, TypeError, ValueError) as e:
         raise Siren3dError(f"the model file's fit settings are unusable ({e})", model_path) from None
     if scan.path and ckpt.meta.get("input", {}).get("points") != len(scan):
@@ -473,7 +475,8 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     FitDiverged after saving the last good state if the loss becomes NaN/Inf, and FitFailed when
     training ran to the end without fitting the scan (see fit_failure; model.pt then becomes
     model-failed.pt). ``callback(step,
-    values)`` is called after every step with the loss values by HISTORY_COLUMNS name.
+    values)`` is called after every step with the loss values by HISTORY_COLUMNS name (after a
+    collapse the fit goes back, see _CollapseGuard, and steps come again).
     """
     config = config or FitConfig()
     config.validate()
@@ -492,6 +495,9 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         config, noise = adapt_to_scan(config, unit_points, scan.normals_estimated)
     if config.denoise:  # a resumed fit smooths its scan again, exactly as its first run did
         unit_points, smoothed = denoise_along_normals(unit_points, scan.normals, config.denoise)
+        log.info("points smoothed along their normals (%d passes): moved %.3g on average, %.3g at most (scan "
+                 "units)", smoothed["passes"], normalization.distance_to_scan(smoothed["moved_mean"]),
+                 normalization.distance_to_scan(smoothed["moved_max"]))
         if noise is not None:
             noise["denoised"] = {**smoothed, "moved_mean": normalization.distance_to_scan(smoothed["moved_mean"]),
                                  "moved_max": normalization.distance_to_scan(smoothed["moved_max"])}
@@ -514,7 +520,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                   **({"noise": noise} if noise is not None else {})}
     prior_seconds = float(ckpt.meta.get("timings", {}).get("train_s", 0.0)) if ckpt else 0.0
 
-    guard = _CollapseGuard(trainer)
+    guard = _CollapseGuard(trainer, ckpt.meta.get("recoveries") if ckpt is not None else None)
 
     def meta(step: int, train_s: float) -> dict:
         return {"siren3d": __version__, "step": step, "fit": config.to_dict(), "input": input_info,
@@ -550,8 +556,10 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
                 lowered = guard.check()
                 if lowered is not None:
                     config, step = lowered, trainer.steps_done
+                    if folder.saved_step is not None and folder.saved_step > step:
+                        folder.save(step, time.perf_counter() - t0)  # no checkpoint of the collapse stays
                     if bar is not None:
-                        bar.n = step
+                        bar.n = bar.last_print_n = step
                         bar.refresh()
                     continue
                 if callback is not None:

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +169,9 @@ def _final_normal(run) -> float:
 
 def test_a_fit_that_collapses_goes_back_and_on_at_a_lower_rate(tmp_path, scan_file):
     """The collapsing fit above, with the default --recover: it goes back to its start at half the
-    rate, collapses again, goes back again and fits at a quarter. fit.json records each step back,
-    and the run's config holds the rate it ended with, so a resume goes on at that rate."""
+    rate, again if it collapses again (measured: twice, fitting at a quarter), and fits. fit.json
+    records each step back, and the run's config holds the rate it ended with, so a resume goes on
+    at that rate."""
     from siren3d.training import FAIL_NORMAL
 
     out = tmp_path / "run"
@@ -204,6 +206,10 @@ def test_a_collapse_mid_way_goes_back_to_the_last_healthy_snapshot(tmp_path, sca
     assert back["resumed_from"] < back["collapsed_at"] <= back["resumed_from"] + GUARD_EVERY + 100
     assert res.config.lr == pytest.approx(5e-4) and res.config.lr_final == 1.0
     assert len(res.history) == 300 and _final_normal(run) < FAIL_NORMAL / 10
+    # Trained on for longer, the run keeps its record of that step back, and its budget: 2 are left.
+    more = fit(scan, replace(cfg, steps=320), run, resume=True, progress=False)
+    assert json.loads((run / "fit.json").read_text())["recoveries"] == [back]
+    assert len(more.history) == 320 and more.config.lr == pytest.approx(5e-4)
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, scan_file):

@@ -80,10 +80,26 @@ def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_s
     assert info.value.step == 17
     assert load_checkpoint(tmp_path / "cut" / "model.pt").step == 17
     resumed = fit(scan, cfg, tmp_path / "cut", resume=True, progress=False)
+    assert (full.config.denoise > 0) == (noise == "high") and resumed.config.denoise == full.config.denoise
     assert resumed.history.shape == (40, len(HISTORY_COLUMNS))
     np.testing.assert_array_equal(resumed.history, full.history)
     sf, sr = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(sf[k], sr[k]) for k in sf)
+
+
+def test_resuming_a_run_from_before_smoothing_does_not_smooth(tmp_path, sphere_scan_file):
+    """A model.pt written before siren3d smoothed noisy scans has no 'denoise' in its settings: it
+    did not smooth, so its resume must not either (the default, 2, would change its points)."""
+    scan = load_scan(sphere_scan_file)
+    fit(scan, small_config(steps=5, noise="high", denoise=0), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "model.pt"
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    del meta["fit"]["denoise"]
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, path)
+    resumed = fit(scan, small_config(steps=8, noise="high"), tmp_path / "run", resume=True, progress=False)
+    assert resumed.config.denoise == 0 and resumed.history.shape == (8, len(HISTORY_COLUMNS))
 
 
 def test_resume_can_train_longer(tmp_path, sphere_scan_file):
