@@ -30,7 +30,7 @@ import torch
 from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import FitConfig
-from .denoise import denoise_along_normals
+from .denoise import denoise_along_normals, normals_to_smooth_along
 from .errors import SettingError, Siren3dError
 from .files import atomic_output, check_output_dir, file_sha256
 from .io import Scan
@@ -219,24 +219,21 @@ def lr_for_spacing(config: FitConfig, spacing: float) -> float:
     return math.exp((1 - t) * math.log(config.lr) + t * math.log(sparse))
 
 
-def adapt_to_scan(config: FitConfig, unit_points: np.ndarray, normals_estimated: bool = False
-                  ) -> tuple[FitConfig, dict]:
+def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig, dict]:
     """The config to train with on these points (unit box), and what was decided, for fit.json:
     {"ratio", "noisy", "normal_weight", "spacing", "lr"}.
 
     With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
     noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered). The peak learning
-    rate follows the point spacing (:func:`lr_for_spacing`); only a noisy scan whose normals came with
-    it keeps ``denoise`` (its points smoothed along their normals before the fit: normals estimated
-    from the noisy points themselves are too rough to smooth along; on noisy Lucy without normals the
-    smoothed fit left 6 pieces instead of 3). The returned config holds what is used.
+    rate follows the point spacing (:func:`lr_for_spacing`); only a noisy scan keeps ``denoise`` (its
+    points smoothed along their normals before the fit). The returned config holds what is used.
     """
     spacing, measured = scan_sampling(unit_points)
     ratio = measured if config.noise == "auto" else None
     noisy = config.noise == "high" or (ratio is not None and ratio >= NOISY_RATIO)
     if noisy and config.loss.normal < NOISY_NORMAL_WEIGHT:
         config = replace(config, loss=replace(config.loss, normal=NOISY_NORMAL_WEIGHT))
-    if config.denoise and (not noisy or normals_estimated):
+    if config.denoise and not noisy:
         config = replace(config, denoise=0)  # the config says what was done
     if ratio is not None:
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,
@@ -492,11 +489,15 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         normalization = Normalization.fit(scan.points, config.margin)
     unit_points = normalization.to_unit(scan.points)
     if not resume:
-        config, noise = adapt_to_scan(config, unit_points, scan.normals_estimated)
+        config, noise = adapt_to_scan(config, unit_points)
+    normals = scan.normals
     if config.denoise:  # a resumed fit smooths its scan again, exactly as its first run did
-        unit_points, smoothed = denoise_along_normals(unit_points, scan.normals, config.denoise)
-        log.info("points smoothed along their normals (%d passes): moved %.3g on average, %.3g at most (scan "
-                 "units)", smoothed["passes"], normalization.distance_to_scan(smoothed["moved_mean"]),
+        normals, normals_k = normals_to_smooth_along(scan)
+        unit_points, smoothed = denoise_along_normals(unit_points, normals, config.denoise)
+        smoothed["normals_k"] = normals_k  # None: the scan's own normals
+        log.info("points smoothed along their normals%s (%d passes): moved %.3g on average, %.3g at most (scan "
+                 "units)", f" (estimated again over {normals_k} neighbours)" if normals_k else "", smoothed["passes"],
+                 normalization.distance_to_scan(smoothed["moved_mean"]),
                  normalization.distance_to_scan(smoothed["moved_max"]))
         if noise is not None:
             noise["denoised"] = {**smoothed, "moved_mean": normalization.distance_to_scan(smoothed["moved_mean"]),
@@ -505,7 +506,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     check_step_memory(config, device)
     check_output_dir(run_dir)
 
-    trainer = Trainer(config, unit_points, scan.normals, device)
+    trainer = Trainer(config, unit_points, normals, device)
     start = 0
     if ckpt is not None:
         try:

@@ -1,5 +1,6 @@
 """Smoothing noisy scans along their normals: closer to the surface, moved only along the normals,
-thin parts kept apart; and the fit does it for noisy scans only, again on resume."""
+thin parts kept apart; normals siren3d estimated are estimated again over more neighbours; and the
+fit does it for noisy scans only, again on resume."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from siren3d.config import FitConfig
-from siren3d.denoise import denoise_along_normals
+from siren3d.denoise import NOISY_NORMALS_K, denoise_along_normals, normals_to_smooth_along
 from siren3d.io import Scan
 from siren3d.model import ModelConfig
 from siren3d.synthetic import sample_surface, sphere
@@ -79,6 +80,21 @@ def test_fit_smooths_noisy_scans_only_and_says_so(tmp_path, noisy_ball):
     assert "denoised" not in json.loads((tmp_path / "clean" / "fit.json").read_text())["input"]["noise"]
     off = fit(scan, _config("high", denoise=0), tmp_path / "off", progress=False)
     assert off.config.denoise == 0 and not np.array_equal(off.history, noisy.history)
-    # normals estimated from the noisy points are too rough to smooth along
-    rough = Scan(points=scan.points, normals=scan.normals, path="", normals_estimated=True)
-    assert fit(rough, _config("high"), tmp_path / "rough", progress=False).config.denoise == 0
+    assert done["normals_k"] is None  # its own normals
+    # Normals siren3d estimated at load (20 neighbours) are estimated again over more before smoothing.
+    rough = Scan(points=scan.points, normals=-scan.normals, path="", normals_estimated=True)
+    again = fit(rough, _config("high"), tmp_path / "rough", progress=False)
+    done = json.loads((tmp_path / "rough" / "fit.json").read_text())["input"]["noise"]["denoised"]
+    assert again.config.denoise == noisy.config.denoise and done["normals_k"] == NOISY_NORMALS_K
+    # the flipped normals given were not used: estimated again, outward, the smoothing moved the same
+    assert done["moved_mean"] == pytest.approx(40 * 0.008, rel=0.5)
+
+
+def test_normals_estimated_again_for_smoothing_agree_with_the_true_ones(noisy_ball):
+    pts, nrm = noisy_ball
+    own, k = normals_to_smooth_along(Scan(points=pts, normals=nrm.astype(np.float32), path=""))
+    assert k is None and np.array_equal(own, nrm.astype(np.float32))
+    again, k = normals_to_smooth_along(Scan(points=pts, normals=nrm.astype(np.float32), path="",
+                                            normals_estimated=True))
+    assert k == NOISY_NORMALS_K and again.dtype == np.float32
+    assert np.einsum("ij,ij->i", again, nrm).mean() > 0.95  # outward and close on a noisy sphere
