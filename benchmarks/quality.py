@@ -28,7 +28,10 @@ base, a knife edge, a spike; res 512). Without ``../shared/data`` the default sc
 Regimes: ``clean`` 100,000 points; ``noisy`` the same with isotropic Gaussian noise of standard deviation
 0.5 % of the reference's bounding-box diagonal on the positions (normals stay exact, as a scanner's
 would be roughly); ``sparse`` 5,000 points; ``medium`` (only when asked for) 20,000 points, between
-the two densities that the learning rate tells apart (siren3d.training.DENSE_SPACING).
+the two densities that the learning rate tells apart (siren3d.training.DENSE_SPACING); ``noisy-raw``
+(only when asked for) the noisy points in a file without normals, as many scanners give them:
+siren3d estimates its own, Poisson gets those siren3d's loader estimates (``normals_wrong_way``: the
+share of them pointing into the surface).
 
     python benchmarks/quality.py [--scans bunny lucy gargoyle_scan cad thin PATH] [--regimes clean noisy sparse]
         [--steps N] [--fit-args "--init sphere --lr 2e-4"] [--res 512] [--depth 9] [--samples 200000]
@@ -62,6 +65,7 @@ import numpy as np
 
 from siren3d.config import ScoreConfig
 from siren3d.io import sample_mesh_surface, save_points_ply
+from siren3d.io.normals import estimate_normals
 from siren3d.metrics import bounds, load_mesh, load_reference, score_mesh
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -71,8 +75,12 @@ REGIMES = {  # name: (input points, noise as a fraction of the reference diagona
     "noisy": (100_000, 0.005),
     "sparse": (5_000, 0.0),
     "medium": (20_000, 0.0),
+    "noisy-raw": (100_000, 0.005),
 }
-QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500, "medium": 1_000}
+#: Regimes whose input file has no normals: siren3d estimates them on loading; Poisson gets the ones
+#: siren3d's loader estimates (siren3d.io.normals.estimate_normals, Open3D, 20 neighbours).
+WITHOUT_NORMALS = {"noisy-raw"}
+QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500, "medium": 1_000, "noisy-raw": 2_000}
 DEFAULT_REGIMES = ("clean", "noisy", "sparse")
 QUICK_FIT = ["--steps", "60", "--batch", "1024", "--width", "32", "--hidden-layers", "2", "--init", "sphere"]
 #: Where --render writes its PNGs when given no folder (runs/ is ignored by git).
@@ -235,7 +243,14 @@ def main() -> None:
                 work.mkdir(parents=True, exist_ok=True)
                 points, normals = make_input(reference, count, noise, diag, args.seed)
                 input_ply = work / "input.ply"
-                save_points_ply(input_ply, points, normals)
+                extra = {}
+                if regime in WITHOUT_NORMALS:
+                    save_points_ply(input_ply, points)
+                    true = normals
+                    normals = estimate_normals(points)
+                    extra["normals_wrong_way"] = round(float((np.einsum("ij,ij->i", normals, true) < 0).mean()), 4)
+                else:
+                    save_points_ply(input_ply, points, normals)
 
                 siren, siren_mesh = run_siren(input_ply, work, fit_args, res, args.seed)
                 poisson, poisson_mesh = ({}, None) if args.no_poisson else run_poisson(points, normals, work, depth)
@@ -245,7 +260,7 @@ def main() -> None:
                 poisson_scores = score(poisson_mesh, reference, samples, args.seed + 1000)
                 line = {"bench": "quality", "scan": label, "regime": regime, "input_points": len(points),
                         "noise_sigma": round(noise * diag, 7), "seed": args.seed, "quick": args.quick,
-                        "fit_args": fit_args, "res": res, "depth": depth}
+                        "fit_args": fit_args, "res": res, "depth": depth, **extra}
                 line.update({k: (poisson_scores or siren_scores).get(k) for k in REFERENCE_KEYS})
                 own = REFERENCE_KEYS + ("seed",)
                 line["siren"] = {**siren, **{k: v for k, v in siren_scores.items() if k not in own}}
