@@ -197,8 +197,8 @@ def test_a_collapse_mid_way_goes_back_to_the_last_healthy_snapshot(tmp_path, sca
     from siren3d.training import FAIL_NORMAL, GUARD_EVERY
 
     scan = load_scan(scan_file)
-    cfg = FitConfig(steps=300, batch=256, lr=1e-3, lr_sparse=1e-3, lr_final=20.0, warmup=0, seed=0, device="cpu", grad="fused",
-                    checkpoint_every=0, model=ModelConfig(width=64, hidden_layers=2))
+    cfg = FitConfig(steps=300, batch=256, lr=1e-3, lr_sparse=1e-3, lr_final=20.0, warmup=0, seed=0, device="cpu",
+                    grad="fused", checkpoint_every=0, model=ModelConfig(width=64, hidden_layers=2))
     run = tmp_path / "run"
     res = fit(scan, cfg, run, progress=False)
     (back,) = json.loads((run / "fit.json").read_text())["recoveries"]
