@@ -1,6 +1,7 @@
 """Reconstruction quality: siren3d's defaults against Open3D screened Poisson, on the same inputs, in one run.
 
-For every scan and regime it makes an input point cloud with normals (seeded), reconstructs it
+For every scan and regime it makes an input point cloud with normals (seeded; ``noisy-raw``: without),
+reconstructs it
 
 - with siren3d as a user would: ``siren3d fit INPUT`` then ``siren3d mesh --res 512`` (subprocesses,
   wall-clock timed, so interpreter start-up is included; ``train_seconds`` is the training loop alone);
@@ -77,8 +78,9 @@ REGIMES = {  # name: (input points, noise as a fraction of the reference diagona
     "medium": (20_000, 0.0),
     "noisy-raw": (100_000, 0.005),
 }
-#: Regimes whose input file has no normals: siren3d estimates them on loading; Poisson gets the ones
-#: siren3d's loader estimates (siren3d.io.normals.estimate_normals, Open3D, 20 neighbours).
+#: Regimes whose input file has no normals: siren3d estimates them on loading; Poisson gets normals
+#: estimated as siren3d's loader does (siren3d.io.normals.estimate_normals, Open3D, 20 neighbours), on
+#: the points before the loader's stray-point removal: close to the loader's, not exactly them.
 WITHOUT_NORMALS = {"noisy-raw"}
 QUICK_POINTS = {"clean": 2_000, "noisy": 2_000, "sparse": 500, "medium": 1_000, "noisy-raw": 2_000}
 DEFAULT_REGIMES = ("clean", "noisy", "sparse")

@@ -261,8 +261,9 @@ class FitConfig(Settings):
     noise: str = setting("auto", "Treat the scan as clean ('low') or noisy ('high': trust the normals more); "
                          "'auto' measures it.", choices=NOISE_MODES)
     denoise: int = setting(2, "Passes of smoothing a noisy scan's points along their normals before the fit "
-                           "(siren3d.denoise; 0: off; scans treated as clean are never smoothed; normals siren3d "
-                           "estimated are first estimated again over more neighbours).", min=0)
+                           "(siren3d.denoise; 0: off, which also keeps normals siren3d estimated as they are; "
+                           "scans treated as clean are never smoothed; normals siren3d estimated are first "
+                           "estimated again over more neighbours, and the fit uses those).", min=0)
     checkpoint_every: int = setting(500, "Steps between resumable checkpoints (0: only at the end).", min=0)
     recover: int = setting(3, "Times a fit whose field collapsed (grad f no longer follows the normals) goes back "
                            "to its last healthy state and on at half the peak learning rate (0: never; the fit "

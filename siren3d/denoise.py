@@ -11,6 +11,10 @@ The normals carry what the positions lose to noise: on Lucy with Gaussian noise 
 diagonal (and exact normals), the fit on the smoothed points came 0.875x Poisson's Chamfer distance
 against 0.967x on the raw ones, the thin parts 0.836x against 0.957x (``benchmarks/quality.py``; see
 the README). The fit still averages what is left.
+
+A noisy scan that came without normals has them estimated at load over too few neighbours for its
+noise; :func:`normals_to_smooth_along` estimates them again over NOISY_NORMALS_K, and the fit then
+both smooths along them and trains on them.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from siren3d.checkpoint import load_checkpoint
-from siren3d.io import load_scan
+from siren3d.io import load_scan, save_points_ply
 from siren3d.meshing import extract_mesh
 from siren3d.training import HISTORY_COLUMNS, FitConfig, FitInterrupted, fit
 from siren3d.model import ModelConfig
@@ -65,9 +65,17 @@ def test_same_seed_same_weights_on_cpu(tmp_path, sphere_scan_file):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-@pytest.mark.parametrize("noise", ["auto", "high"])  # high: the scan is smoothed again on resume
-def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_scan_file, noise):
-    scan = load_scan(sphere_scan_file)
+@pytest.mark.parametrize("noise, normals", [("auto", True), ("high", True), ("high", False)])
+def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_scan_file, noise, normals):
+    """high: the scan is smoothed again on resume; without normals in the file, its normals are
+    estimated at load and again before the smoothing, the same both times."""
+    if normals:
+        scan = load_scan(sphere_scan_file)
+    else:
+        bare = tmp_path / "bare.ply"
+        save_points_ply(bare, load_scan(sphere_scan_file).points)
+        scan = load_scan(bare)
+        assert scan.normals_estimated
     cfg = small_config(steps=40, lr_final=0.1, warmup=5, noise=noise)
     full = fit(scan, cfg, tmp_path / "full", progress=False)
 
@@ -79,7 +87,7 @@ def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_s
         fit(scan, cfg, tmp_path / "cut", progress=False, callback=interrupt_at_17)
     assert info.value.step == 17
     assert load_checkpoint(tmp_path / "cut" / "model.pt").step == 17
-    resumed = fit(scan, cfg, tmp_path / "cut", resume=True, progress=False)
+    resumed = fit(scan if normals else load_scan(bare), cfg, tmp_path / "cut", resume=True, progress=False)
     assert (full.config.denoise > 0) == (noise == "high") and resumed.config.denoise == full.config.denoise
     assert resumed.history.shape == (40, len(HISTORY_COLUMNS))
     np.testing.assert_array_equal(resumed.history, full.history)
