@@ -6,7 +6,10 @@ tests exercise it. A run folder holds ``model.pt`` (see :mod:`siren3d.checkpoint
 (config, input, per-step loss history, timings) and ``loss.png``. Training is deterministic on the
 CPU for a given seed, and an interrupted run resumed with ``resume=True`` ends with the same weights
 as an uninterrupted one: the model, the Adam moments, the sampler's RNG state and the history are
-all in the checkpoint, and interrupts only take effect between steps.
+all in the checkpoint, and interrupts only take effect between steps. (One exception: a fit whose
+field collapses goes back to a snapshot kept in memory, see _CollapseGuard; a resumed run starts its
+snapshots afresh from the checkpoint, so where a collapse falls after the resume, it may go back to
+another step than the uninterrupted run did.)
 """
 
 from __future__ import annotations
