@@ -19,7 +19,11 @@ both smooths along them and trains on them.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: Neighbours each point is averaged with.
 DENOISE_K = 32
@@ -76,5 +80,6 @@ def normals_to_smooth_along(scan) -> tuple[np.ndarray, int | None]:
         return np.asarray(scan.normals, dtype=np.float32), None
     from .io.normals import estimate_normals
 
+    log.info("noisy scan without normals: estimating them again over %d neighbours", NOISY_NORMALS_K)
     normals = estimate_normals(np.asarray(scan.points, dtype=np.float64), k=NOISY_NORMALS_K, sensor=scan.sensor)
     return normals.astype(np.float32), NOISY_NORMALS_K

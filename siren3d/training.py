@@ -495,19 +495,15 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
         config, noise = adapt_to_scan(config, unit_points)
     normals = scan.normals
     if config.denoise:  # a resumed fit smooths its scan again, exactly as its first run did
-        if scan.normals_estimated:
-            log.info("noisy scan without normals: estimating them again over more neighbours")
         # the trainer, too, takes these normals (estimated again where the scan came without any)
         normals, normals_k = normals_to_smooth_along(scan)
         unit_points, smoothed = denoise_along_normals(unit_points, normals, config.denoise)
-        smoothed["normals_k"] = normals_k  # None: the scan's own normals
-        log.info("points smoothed along their normals%s, %d passes: moved %.3g on average, %.3g at most (scan "
-                 "units)", f" (estimated again over {normals_k} neighbours)" if normals_k else "", smoothed["passes"],
-                 normalization.distance_to_scan(smoothed["moved_mean"]),
-                 normalization.distance_to_scan(smoothed["moved_max"]))
+        smoothed.update(normals_k=normals_k,  # None: the scan's own normals
+                        **{k: normalization.distance_to_scan(smoothed[k]) for k in ("moved_mean", "moved_max")})
+        log.info("points smoothed along their normals, %d passes: moved %.3g on average, %.3g at most (scan units)",
+                 smoothed["passes"], smoothed["moved_mean"], smoothed["moved_max"])
         if noise is not None:
-            noise["denoised"] = {**smoothed, "moved_mean": normalization.distance_to_scan(smoothed["moved_mean"]),
-                                 "moved_max": normalization.distance_to_scan(smoothed["moved_max"])}
+            noise["denoised"] = smoothed
     config = resolve_grad(config, device)
     check_step_memory(config, device)
     check_output_dir(run_dir)
