@@ -135,15 +135,26 @@ def test_absurd_lr_diverges_cleanly_with_advice(tmp_path, scan_file):
     assert "nothing was written" in line and not out.exists()
 
 
+#: A small fit that collapses at lr 1e-2 and fits at 1e-3 (the collapse tests below).
+COLLAPSE_FIT = ["--steps", "150", "--batch", "256", "--width", "64", "--hidden-layers", "2", "--grad", "fused",
+                "--device", "cpu", "-q"]
+
+
+def _final_normal(run) -> float:
+    from siren3d.training import FAIL_WINDOW
+
+    hist = json.loads((run / "fit.json").read_text())["history"]
+    return float(np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean())
+
+
 def test_a_fit_that_collapsed_says_so_instead_of_leaving_it_to_the_mesher(tmp_path, scan_file):
     """Too high a learning rate that stays finite: the field collapses to one with no surface near
     the points (grad f uncorrelated with the normals). Without going back (--recover 0) the fit
     says so in one line and exits 2; the run is kept for inspection. The same fit at a sane lr ends
     far below the threshold."""
-    from siren3d.training import FAIL_NORMAL, FAIL_WINDOW
+    from siren3d.training import FAIL_NORMAL
 
-    small = ["--steps", "150", "--batch", "256", "--width", "64", "--hidden-layers", "2", "--grad", "fused",
-             "--device", "cpu", "-q", "--recover", "0"]
+    small = [*COLLAPSE_FIT, "--recover", "0"]
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-2", "--lr-sparse", "1e-2", "--out", str(out)])
     assert r.exit_code == 2, r.output
@@ -155,16 +166,7 @@ def test_a_fit_that_collapsed_says_so_instead_of_leaving_it_to_the_mesher(tmp_pa
     ok = tmp_path / "ok"
     r = CliRunner().invoke(main, ["fit", str(scan_file), *small, "--lr", "1e-3", "--lr-sparse", "1e-3", "--out", str(ok)])
     assert r.exit_code == 0, r.output
-    hist = json.loads((ok / "fit.json").read_text())["history"]
-    normal = np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean()
-    assert normal < FAIL_NORMAL / 10
-
-
-def _final_normal(run) -> float:
-    from siren3d.training import FAIL_WINDOW
-
-    hist = json.loads((run / "fit.json").read_text())["history"]
-    return float(np.asarray(hist["rows"])[-FAIL_WINDOW:, hist["columns"].index("normal")].mean())
+    assert _final_normal(ok) < FAIL_NORMAL / 10
 
 
 def test_a_fit_that_collapses_goes_back_and_on_at_a_lower_rate(tmp_path, scan_file):
@@ -175,9 +177,8 @@ def test_a_fit_that_collapses_goes_back_and_on_at_a_lower_rate(tmp_path, scan_fi
     from siren3d.training import FAIL_NORMAL
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["fit", str(scan_file), "--steps", "150", "--batch", "256", "--width", "64",
-                                  "--hidden-layers", "2", "--grad", "fused", "--device", "cpu", "-q",
-                                  "--lr", "1e-2", "--lr-sparse", "1e-2", "--out", str(out)])
+    r = CliRunner().invoke(main, ["fit", str(scan_file), *COLLAPSE_FIT, "--lr", "1e-2", "--lr-sparse", "1e-2",
+                                  "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "the field collapsed by step" in r.output and "went back to step 0" in r.output
     doc = json.loads((out / "fit.json").read_text())
