@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ._version import __version__
+from . import kernels
 from .config import FitConfig
 from .files import atomic_output
 
@@ -88,7 +89,8 @@ def points_per_step(config: FitConfig) -> int:
 
 def cache_key(config: FitConfig) -> str:
     """What decides which method is faster, as one string."""
-    return (f"cpu={cpu_model()}|torch={torch.__version__}|siren3d={__version__}|threads={torch.get_num_threads()}"
+    return (f"cpu={cpu_model()}|torch={torch.__version__}|siren3d={__version__}|kernels={kernels.REVISION}"
+            f"|threads={torch.get_num_threads()}"
             f"|width={config.model.width}|hidden={config.model.hidden_layers}"
             f"|points={points_bucket(points_per_step(config))}")
 
