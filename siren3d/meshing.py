@@ -332,6 +332,33 @@ def _ray_crossings(origin: np.ndarray, direction: np.ndarray, tri: np.ndarray) -
 _RAYS = np.array([[0.5773, 0.5812, 0.5736], [-0.7071, 0.3090, 0.6358], [0.2113, -0.9012, 0.3785]])
 
 
+class _RayTarget:
+    """The triangles (M, 3, 3) of a surface, ready for many parity rays along the _RAYS: per ray,
+    each triangle's extent across the ray's direction, so a ray is tested only against the few
+    triangles whose extent holds its origin."""
+
+    def __init__(self, tri: np.ndarray):
+        self.tri = tri
+        self.frames, self.lo, self.hi = [], [], []
+        for d in _RAYS / np.linalg.norm(_RAYS, axis=1, keepdims=True):
+            a = np.cross(d, [1.0, 0.0, 0.0] if abs(d[0]) < 0.9 else [0.0, 1.0, 0.0])
+            a /= np.linalg.norm(a)
+            frame = np.stack([a, np.cross(d, a)], 1)  # (3, 2): two directions across the ray
+            p = tri @ frame                            # (M, 3, 2)
+            self.frames.append((d, frame))
+            self.lo.append(p.min(1))
+            self.hi.append(p.max(1))
+
+    def odd_rays(self, origin: np.ndarray) -> int:
+        """How many of the rays from ``origin`` cross the surface an odd number of times."""
+        odd = 0
+        for (d, frame), lo, hi in zip(self.frames, self.lo, self.hi):
+            q = origin @ frame
+            near = (lo[:, 0] <= q[0]) & (hi[:, 0] >= q[0]) & (lo[:, 1] <= q[1]) & (hi[:, 1] >= q[1])
+            odd += _ray_crossings(origin, d, self.tri[near]) % 2
+        return odd
+
+
 def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20, supported=None, extra=()):
     """Drop closed pieces that lie inside the largest piece and that the scan does not support: a
     pocket of the wrong sign left by the fit. A hollow object's measured inner wall is supported
@@ -348,12 +375,11 @@ def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int =
         return (vertices, faces, 0, 0, *extra)
     counts = np.bincount(labels, minlength=n)
     order = np.argsort(-counts)
-    tri = np.asarray(vertices, dtype=np.float64)[faces[labels == order[0]]]
+    target = _RayTarget(np.asarray(vertices, dtype=np.float64)[faces[labels == order[0]]])
     inner, kept = [], 0
     for c in order[1:1 + max_tested]:
         origin = np.asarray(vertices[faces[np.argmax(labels == c), 0]], dtype=np.float64)
-        odd = sum(_ray_crossings(origin, d / np.linalg.norm(d), tri) % 2 for d in _RAYS)
-        if odd >= 2:
+        if target.odd_rays(origin) >= 2:
             if supported is not None and supported(vertices, faces[labels == c]):
                 kept += 1
             else:

@@ -458,5 +458,7 @@ def shell_supported(vertices: np.ndarray, faces: np.ndarray, support: ScanSuppor
     area = face_areas(vertices, faces)
     if area.sum() <= 0:
         return False
-    near = support.distance(np.asarray(vertices)[faces].mean(1), offset) <= spacings
+    # exact only as far as the test needs: a search from deep inside a closed surface is slow
+    _, distance = support.nearest(np.asarray(vertices)[faces].mean(1), offset, bound=support.bound(spacings))
+    near = distance <= spacings
     return bool(area[near].sum() >= SHELL_SUPPORTED * area.sum())

@@ -162,6 +162,24 @@ def test_inner_shells_are_dropped_and_outer_pieces_kept():
     assert d2 == 0 and len(f2) == len(big.faces) + len(beside.faces)
 
 
+def test_parity_rays_tested_against_nearby_triangles_count_as_against_all():
+    """The inner-shell test counts a ray's crossings only among the triangles whose extent across
+    the ray holds its origin: the same parity as testing every triangle, inside, outside and on a
+    torus (rays that cross it 0, 1, 2 or 4 times)."""
+    from siren3d.meshing import _RAYS, _RayTarget, _ray_crossings
+
+    tor = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3, major_sections=48, minor_sections=24)
+    tri = np.asarray(tor.vertices)[tor.faces]
+    target = _RayTarget(tri)
+    origins = np.random.default_rng(0).uniform(-1.4, 1.4, size=(40, 3)) * [1, 1, 0.3]
+    parities = []
+    for o in origins:
+        full = sum(_ray_crossings(o, d / np.linalg.norm(d), tri) % 2 for d in _RAYS)
+        assert target.odd_rays(o) == full
+        parities.append(full)
+    assert 0 in parities and 3 in parities  # origins outside and inside the torus both tested
+
+
 def test_extract_mesh_drops_inner_shells_unless_asked_to_keep_them():
     """A fresh paper-init SIREN is full of nested blobs: by default the pieces inside the largest
     one go (keep_inner keeps them), and the counts add up."""
