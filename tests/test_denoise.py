@@ -68,6 +68,10 @@ def _config(noise: str, **kw) -> FitConfig:
 
 
 def test_fit_smooths_noisy_scans_only_and_says_so(tmp_path, noisy_ball, monkeypatch):
+    import siren3d.training as training
+
+    # The ball's 8,000 points are too sparse to smooth (see the next test): here the rule is lifted.
+    monkeypatch.setattr(training, "DENOISE_MAX_SPACING", 1.0)
     pts, nrm = noisy_ball
     scan = Scan(points=pts * 40.0, normals=nrm.astype(np.float32), path="")
     noisy = fit(scan, _config("high"), tmp_path / "noisy", progress=False)
@@ -83,8 +87,6 @@ def test_fit_smooths_noisy_scans_only_and_says_so(tmp_path, noisy_ball, monkeypa
     assert done["normals_k"] is None  # its own normals
     # Normals siren3d estimated at load (20 neighbours) are estimated again over more before smoothing,
     # and the trainer takes those: here the scan's are flipped (inward), the trainer's point outward.
-    import siren3d.training as training
-
     seen = []
 
     class Spy(training.Trainer):
@@ -100,6 +102,25 @@ def test_fit_smooths_noisy_scans_only_and_says_so(tmp_path, noisy_ball, monkeypa
     assert np.einsum("ij,ij->i", seen[-1], nrm).mean() > 0.9
     fit(rough, _config("high", denoise=0), tmp_path / "kept", progress=False)  # --denoise 0: kept as they are
     assert np.array_equal(seen[-1], rough.normals)
+
+
+def test_a_noisy_scan_too_sparse_to_smooth_is_fitted_as_it_is(tmp_path, noisy_ball, caplog):
+    """The ball's 8,000 points lie 0.024 of the unit box apart: their neighbourhoods would reach
+    across relief, so a noisy scan this sparse keeps its points (and its noisy loss settings)."""
+    import logging
+
+    from siren3d.denoise import MAX_SPACING
+    from siren3d.training import NOISY_NORMAL_WEIGHT
+
+    pts, nrm = noisy_ball
+    scan = Scan(points=pts * 40.0, normals=nrm.astype(np.float32), path="")
+    with caplog.at_level(logging.INFO, logger="siren3d"):
+        result = fit(scan, _config("high"), tmp_path / "run", progress=False)
+    noise = json.loads((tmp_path / "run" / "fit.json").read_text())["input"]["noise"]
+    assert noise["noisy"] and noise["spacing"] > MAX_SPACING
+    assert result.config.denoise == 0 and "denoised" not in noise
+    assert result.config.loss.normal == NOISY_NORMAL_WEIGHT  # still treated as noisy
+    assert "too sparse to smooth" in caplog.text
 
 
 def test_normals_estimated_again_for_smoothing_agree_with_the_true_ones(noisy_ball):
