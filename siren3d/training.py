@@ -33,7 +33,7 @@ import torch
 from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import FitConfig
-from .denoise import MAX_SPACING as DENOISE_MAX_SPACING, denoise_along_normals, normals_to_smooth_along
+from .denoise import MIN_POINTS as DENOISE_MIN_POINTS, denoise_along_normals, normals_to_smooth_along
 from .errors import SettingError, Siren3dError
 from .files import atomic_output, check_output_dir, file_sha256
 from .io import Scan
@@ -229,19 +229,19 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
     noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered). The peak learning
     rate follows the point spacing (:func:`lr_for_spacing`); only a noisy scan keeps ``denoise`` (its
-    points smoothed along their normals before the fit), and only if its spacing is below
-    :data:`siren3d.denoise.MAX_SPACING`. The returned config holds what is used.
+    points smoothed along their normals before the fit), and only with at least
+    :data:`siren3d.denoise.MIN_POINTS` points. The returned config holds what is used.
     """
     spacing, measured = scan_sampling(unit_points)
     ratio = measured if config.noise == "auto" else None
     noisy = config.noise == "high" or (ratio is not None and ratio >= NOISY_RATIO)
     if noisy and config.loss.normal < NOISY_NORMAL_WEIGHT:
         config = replace(config, loss=replace(config.loss, normal=NOISY_NORMAL_WEIGHT))
-    smooth = noisy and spacing < DENOISE_MAX_SPACING
+    smooth = noisy and len(unit_points) >= DENOISE_MIN_POINTS
     if config.denoise and not smooth:
         if noisy:
-            log.info("point spacing %.4f of the unit box: too sparse to smooth along the normals (below %g only)",
-                     spacing, DENOISE_MAX_SPACING)
+            log.info("%d points: too few to smooth along the normals (%d or more)", len(unit_points),
+                     DENOISE_MIN_POINTS)
         config = replace(config, denoise=0)  # the config says what was done
     if ratio is not None:
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,

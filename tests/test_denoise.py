@@ -70,8 +70,8 @@ def _config(noise: str, **kw) -> FitConfig:
 def test_fit_smooths_noisy_scans_only_and_says_so(tmp_path, noisy_ball, monkeypatch):
     import siren3d.training as training
 
-    # The ball's 8,000 points are too sparse to smooth (see the next test): here the rule is lifted.
-    monkeypatch.setattr(training, "DENOISE_MAX_SPACING", 1.0)
+    # The ball's 8,000 points are too few to smooth (see the next test): here the rule is lifted.
+    monkeypatch.setattr(training, "DENOISE_MIN_POINTS", 1)
     pts, nrm = noisy_ball
     scan = Scan(points=pts * 40.0, normals=nrm.astype(np.float32), path="")
     noisy = fit(scan, _config("high"), tmp_path / "noisy", progress=False)
@@ -104,23 +104,23 @@ def test_fit_smooths_noisy_scans_only_and_says_so(tmp_path, noisy_ball, monkeypa
     assert np.array_equal(seen[-1], rough.normals)
 
 
-def test_a_noisy_scan_too_sparse_to_smooth_is_fitted_as_it_is(tmp_path, noisy_ball, caplog):
-    """The ball's 8,000 points lie 0.024 of the unit box apart: their neighbourhoods would reach
-    across relief, so a noisy scan this sparse keeps its points (and its noisy loss settings)."""
+def test_a_noisy_scan_of_too_few_points_to_smooth_is_fitted_as_it_is(tmp_path, noisy_ball, caplog):
+    """The ball's 8,000 points: each point's neighbours would be too large a part of the surface,
+    so a noisy scan this small keeps its points (and its noisy loss settings)."""
     import logging
 
-    from siren3d.denoise import MAX_SPACING
+    from siren3d.denoise import MIN_POINTS
     from siren3d.training import NOISY_NORMAL_WEIGHT
 
     pts, nrm = noisy_ball
+    assert len(pts) < MIN_POINTS
     scan = Scan(points=pts * 40.0, normals=nrm.astype(np.float32), path="")
     with caplog.at_level(logging.INFO, logger="siren3d"):
         result = fit(scan, _config("high"), tmp_path / "run", progress=False)
     noise = json.loads((tmp_path / "run" / "fit.json").read_text())["input"]["noise"]
-    assert noise["noisy"] and noise["spacing"] > MAX_SPACING
-    assert result.config.denoise == 0 and "denoised" not in noise
+    assert noise["noisy"] and result.config.denoise == 0 and "denoised" not in noise
     assert result.config.loss.normal == NOISY_NORMAL_WEIGHT  # still treated as noisy
-    assert "too sparse to smooth" in caplog.text
+    assert "too few to smooth" in caplog.text
 
 
 def test_normals_estimated_again_for_smoothing_agree_with_the_true_ones(noisy_ball):

@@ -72,7 +72,7 @@ def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_s
     estimated at load and again before the smoothing, the same both times."""
     import siren3d.training as training
 
-    monkeypatch.setattr(training, "DENOISE_MAX_SPACING", 1.0)  # this small scan is smoothed all the same
+    monkeypatch.setattr(training, "DENOISE_MIN_POINTS", 1)  # this small scan is smoothed all the same
     if normals:
         scan = load_scan(sphere_scan_file)
     else:
