@@ -43,7 +43,7 @@ from .normalization import Normalization
 from .optim import Adam
 from .sampling import Sampler, scan_sampling
 from .support import ScanSupport
-from .system import available_memory, resolve_device
+from .system import available_memory, keep_freed_memory, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +487,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     config.validate()
     run_dir = Path(run_dir or Path("runs") / (Path(scan.path).stem or "scan"))
     device = resolve_device(config.device)
+    keep_freed_memory()
     t_setup = time.perf_counter()
 
     ckpt, noise = None, None  # a resumed fit keeps the weights its config already holds
