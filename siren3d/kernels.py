@@ -112,8 +112,9 @@ class _SirenValueAndGrad(torch.autograd.Function):
         us = list(saved[4 * n:]) + [w_out]  # u_1 .. u_L
         gf = x.new_zeros(x.shape[0]) if gf is None else gf
         gg = torch.zeros_like(x) if gg is None else gg
-        gf, gg = gf.to(lp), gg.to(lp)
         full = x.dtype  # weight gradients come out in the input's precision
+        db_out = gf.sum(dtype=full).reshape(1)  # before gf is rounded to lp: exact
+        gf, gg = gf.to(lp), gg.to(lp)
 
         # Gradient chain, l = 1..L (reverse of its forward): from u_{l-1} = v_l W'_l and v_l = u_l c_l.
         dW, dc = [None] * n, [None] * n
@@ -126,7 +127,6 @@ class _SirenValueAndGrad(torch.autograd.Function):
         dw_out = ubar.sum(0, keepdim=True, dtype=full)  # u_L = w_o at every point
         # Value chain, l = L..1: dL/dz_l = hbar_l * c_l - dL/dc_l * h_l.
         dw_out = dw_out + (gf[None, :] @ hs[n - 1]).to(full)
-        db_out = gf.sum(dtype=full).reshape(1)
         hbar = gf[:, None] * w_out                 # dL/dh_L
         grads = [None] * (2 * n)
         for i in range(n - 1, -1, -1):

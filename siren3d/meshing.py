@@ -345,9 +345,10 @@ class _RayTarget:
             a /= np.linalg.norm(a)
             frame = np.stack([a, np.cross(d, a)], 1)  # (3, 2): two directions across the ray
             p = tri @ frame                            # (M, 3, 2)
+            pad = 1e-9 * max(float(np.abs(p).max()), 1.0)  # rounding here must not drop a hit the full test counts
             self.frames.append((d, frame))
-            self.lo.append(p.min(1))
-            self.hi.append(p.max(1))
+            self.lo.append(p.min(1) - pad)
+            self.hi.append(p.max(1) + pad)
 
     def odd_rays(self, origin: np.ndarray) -> int:
         """How many of the rays from ``origin`` cross the surface an odd number of times."""

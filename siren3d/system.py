@@ -45,29 +45,36 @@ def available_memory(device: torch.device | None = None) -> int | None:
 
 #: glibc malloc options (mallopt): M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_kept = False
+#: The mmap threshold asked for (glibc before 2.27 or so refuses more than 32 MiB: then that).
+MMAP_THRESHOLDS = (64 << 20, 32 << 20)
+#: What keep_freed_memory set: None before it ran, else the mmap threshold in bytes (0: nothing set).
+kept_mmap_threshold: int | None = None
 
 
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed memory for reuse instead of handing it back to the system
-    at once: allocations up to 64 MiB come from the heap (not one mmap each), and up to 256 MiB of
-    free heap is kept. A training step allocates and frees tens of tensors of about a megabyte;
-    handed back and faulted in again each time, they cost a default fit on the bundled sample 14.5M
-    page faults and 40 s of system time in a 75 s fit (42 s with them kept). Once per process, Linux
-    with glibc only, and not with SIREN3D_KEEP_FREED_MEMORY=0 in the environment; returns whether
-    the options were set.
+    at once: allocations up to 64 MiB (32 MiB on older glibc) come from the heap, not one mmap each,
+    and up to 256 MiB of free heap is kept. A training step allocates and frees tens of tensors of
+    about a megabyte; handed back and faulted in again each time, they cost a default fit on the
+    bundled sample 14.5M page faults and 40 s of system time in a 75 s fit (42 s with them kept).
+    Tried once per process, Linux with glibc only, and not with SIREN3D_KEEP_FREED_MEMORY=0 in the
+    environment; returns whether the options were set.
     """
-    global _kept
-    if _kept:
-        return True
+    global kept_mmap_threshold
+    if kept_mmap_threshold is None:
+        kept_mmap_threshold = _set_malloc_options()
+    return kept_mmap_threshold > 0
+
+
+def _set_malloc_options() -> int:
     if not sys.platform.startswith("linux") or os.environ.get("SIREN3D_KEEP_FREED_MEMORY") == "0":
-        return False
+        return 0
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc
-        return False
+        return 0
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _kept = all(mallopt(option, value) == 1 for option, value in
-                ((_M_MMAP_THRESHOLD, 64 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20)))
-    return _kept
+    threshold = next((t for t in MMAP_THRESHOLDS if mallopt(_M_MMAP_THRESHOLD, t) == 1), 0)
+    kept = mallopt(_M_TRIM_THRESHOLD, 256 << 20) == 1 and mallopt(_M_TOP_PAD, 64 << 20) == 1
+    return threshold if kept else 0
