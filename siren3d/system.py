@@ -4,7 +4,6 @@ And one request to it: that freed memory be kept for reuse while training (:func
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -70,9 +69,8 @@ def _set_malloc_options() -> int:
     if not sys.platform.startswith("linux") or os.environ.get("SIREN3D_KEEP_FREED_MEMORY") == "0":
         return 0
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library: no search for it
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return 0
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     threshold = next((t for t in MMAP_THRESHOLDS if mallopt(_M_MMAP_THRESHOLD, t) == 1), 0)
