@@ -52,6 +52,25 @@ def test_a_mesh_against_itself_scores_perfectly_up_to_the_sampling_floor(ball):
     assert s["samples_mesh"] == s["samples_reference"] == N
 
 
+def test_surface_scores_have_no_sampling_floor_and_measure_a_known_offset_exactly(ball):
+    far = (1e4, -2e4, 3e4)  # far-off coordinates: the float32 distances must keep their precision
+    s = evaluate(sphere(center=far), sphere(center=far), n_samples=N, seed=3)
+    assert s["chamfer_l1_rel"] > 5e-4  # the sampled score's floor
+    assert s["surface_chamfer_l1_rel"] < 1e-5 and s["surface_hausdorff_rel"] < 1e-4
+    # A sphere 0.2 % larger: every point lies 0.002 from the other surface (up to the facets).
+    s = evaluate(sphere(1.002, far), sphere(center=far), n_samples=N, seed=3)
+    assert s["surface_accuracy"] == pytest.approx(0.002, rel=0.05)
+    assert s["surface_completeness"] == pytest.approx(0.002, rel=0.05)
+    assert s["surface_chamfer_l1_rel"] == pytest.approx(0.002 / s["reference_diagonal"], rel=0.05)
+    assert s["chamfer_l1"] > 2 * s["surface_chamfer_l1"]  # what the floor adds to such a small offset
+
+
+def test_a_point_cloud_reference_has_no_surface_scores(ball):
+    cloud = Scan(points=np.asarray(ball.vertices), normals=np.asarray(ball.vertex_normals))
+    s = evaluate(ball, cloud, n_samples=5000)
+    assert s["reference_kind"] == "points" and not any(k.startswith("surface_") for k in s)
+
+
 def test_the_same_seed_gives_the_same_scores_and_another_seed_other_samples(ball):
     a = evaluate(ball, sphere(1.01), n_samples=5000, seed=11)
     assert evaluate(ball, sphere(1.01), n_samples=5000, seed=11) == a
@@ -158,6 +177,8 @@ EVAL_KEYS = {
     "fscore_1pct", "precision_1pct", "recall_1pct", "threshold_1pct",
     "accuracy_beyond_1pct", "accuracy_beyond_1pct_rel",
     "components", "watertight", "vertices", "faces",
+    "surface_chamfer_l1", "surface_chamfer_l1_rel", "surface_accuracy", "surface_accuracy_rel",
+    "surface_completeness", "surface_completeness_rel", "surface_hausdorff", "surface_hausdorff_rel",
 }
 
 
@@ -177,7 +198,7 @@ def test_eval_command_prints_json_with_every_key_and_a_table(ball, tmp_path):
                              "--samples", "20000"])
     assert r.exit_code == 0, r.output
     assert "chamfer-l1" in r.stdout and "F-score @ 1.0%" in r.stdout and "watertight" in r.stdout
-    assert "accuracy beyond 0.5%" in r.stdout
+    assert "accuracy beyond 0.5%" in r.stdout and "surface-chamfer-l1" in r.stdout
     assert f"{scores['chamfer_l1']:.6g}" in r.stdout
 
 
