@@ -57,6 +57,11 @@ NOISY_RATIO = 0.5
 #: 2-hidden-layer network); with 4 hidden layers and the rate by scan 1e3 is the default for every
 #: scan (LossWeights.normal) and a noisy one gets this much.
 NOISY_NORMAL_WEIGHT = 2e3
+#: Surface-term weight for noisy scans, at most (the default, LossWeights.surface, is 1e4): a noisy
+#: scan's positions are trusted less than its normals. With noise of 0.5 % of the diagonal, 1e4 put
+#: the fitted surface of the bunny 9 % and of the CAD plate 12 % farther from the reference than 3e3
+#: (Lucy 2 % closer, the dragon 2 % farther; distances to the reference surface, both with lr_final 0.01).
+NOISY_SURFACE_WEIGHT = 3e3
 #: The peak learning rate follows the scan's median point spacing in the unit box (100k points of a
 #: statue: 0.003-0.004, of the raw gargoyle scan 0.007; 5k points: 0.012-0.018): ``lr`` at
 #: DENSE_SPACING or finer, ``lr_sparse`` at SPARSE_SPACING or coarser, log-interpolated between, and
@@ -224,10 +229,11 @@ def lr_for_spacing(config: FitConfig, spacing: float) -> float:
 
 def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig, dict]:
     """The config to train with on these points (unit box), and what was decided, for fit.json:
-    {"ratio", "noisy", "normal_weight", "spacing", "lr"}.
+    {"ratio", "noisy", "normal_weight", "surface_weight", "spacing", "lr"}.
 
     With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
-    noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered). The peak learning
+    noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered) and the surface term
+    NOISY_SURFACE_WEIGHT (never raised). The peak learning
     rate follows the point spacing (:func:`lr_for_spacing`); only a noisy scan keeps ``denoise`` (its
     points smoothed along their normals before the fit), and only with at least
     :data:`siren3d.denoise.MIN_POINTS` points. The returned config holds what is used.
@@ -235,8 +241,9 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     spacing, measured = scan_sampling(unit_points)
     ratio = measured if config.noise == "auto" else None
     noisy = config.noise == "high" or (ratio is not None and ratio >= NOISY_RATIO)
-    if noisy and config.loss.normal < NOISY_NORMAL_WEIGHT:
-        config = replace(config, loss=replace(config.loss, normal=NOISY_NORMAL_WEIGHT))
+    if noisy:
+        config = replace(config, loss=replace(config.loss, normal=max(config.loss.normal, NOISY_NORMAL_WEIGHT),
+                                              surface=min(config.loss.surface, NOISY_SURFACE_WEIGHT)))
     smooth = noisy and len(unit_points) >= DENOISE_MIN_POINTS
     if config.denoise and not smooth:
         if noisy:
@@ -245,7 +252,8 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
         config = replace(config, denoise=0)  # the config says what was done
     if ratio is not None:
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,
-                 f"treated as noisy, normal weight {config.loss.normal:g} (--noise low to turn off)" if noisy
+                 f"treated as noisy, normal weight {config.loss.normal:g}, surface weight {config.loss.surface:g} "
+                 "(--noise low to turn off)" if noisy
                  else "treated as clean")
     lr = cautious_lr(config) if noisy else lr_for_spacing(config, spacing)
     if lr != config.lr:
@@ -257,7 +265,8 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
         final = config.lr_final if noisy else min(1.0, config.lr_final * config.lr / lr)
         config = replace(config, lr=lr, lr_final=final)
     return config, {"ratio": None if ratio is None else round(ratio, 4), "noisy": noisy,
-                    "normal_weight": config.loss.normal, "spacing": round(spacing, 6), "lr": lr}
+                    "normal_weight": config.loss.normal, "surface_weight": config.loss.surface,
+                    "spacing": round(spacing, 6), "lr": lr}
 
 
 class _NonFiniteLoss(Exception):

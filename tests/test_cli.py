@@ -85,12 +85,12 @@ def test_quality_levels_and_the_paper_preset_choose_their_settings():
 @pytest.mark.parametrize("noise_option, noisy_expected", [([], True), (["--noise", "low"], False)])
 def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_points, noise_option, noisy_expected):
     """The noise of the scan is measured before training, reported on stderr and in fit.json, and
-    a noisy scan trains with the noisy-scan normal weight (unless --noise low); the model's saved
-    config holds the weight that was used."""
+    a noisy scan trains with the noisy-scan normal and surface weights (unless --noise low); the
+    model's saved config holds the weights that were used."""
     from siren3d.io import save_points_ply
     from siren3d.sampling import local_spacing
     from siren3d.config import FitConfig
-    from siren3d.training import NOISY_NORMAL_WEIGHT
+    from siren3d.training import NOISY_NORMAL_WEIGHT, NOISY_SURFACE_WEIGHT
 
     pts, nrm = torus_points
     spacing = float(np.median(local_spacing(pts, k=1)))
@@ -106,11 +106,14 @@ def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_poin
         assert "treated as noisy" in r.output
         assert doc["input"]["noise"]["noisy"] and doc["input"]["noise"]["ratio"] > 0.5
         assert weight == NOISY_NORMAL_WEIGHT
-        # and the low rate of noisy scans, kept to the end (3 % of it), which averages the noise
+        # positions trusted less than on a clean scan
+        assert doc["fit"]["loss"]["surface"] == NOISY_SURFACE_WEIGHT < FitConfig().loss.surface
+        assert doc["input"]["noise"]["surface_weight"] == NOISY_SURFACE_WEIGHT
+        # and the low rate of noisy scans, kept to the end (lr_final of it), which averages the noise
         assert doc["fit"]["lr"] == FitConfig().lr_sparse and doc["fit"]["lr_final"] == FitConfig().lr_final
     else:
         assert "scan noise" not in r.output and doc["input"]["noise"]["ratio"] is None
-        assert weight == FitConfig().loss.normal
+        assert weight == FitConfig().loss.normal and doc["fit"]["loss"]["surface"] == FitConfig().loss.surface
 
 
 def test_the_python_api_gives_the_faces_the_command_gives(in_tmp, sphere_scan_file):
