@@ -13,7 +13,7 @@ case: seconds and every metric for both, plus ``chamfer_ratio`` (siren / poisson
 closer) and ``normal_consistency_diff`` (siren - poisson, > 0: siren's normals agree better).
 
 Against a reference mesh the line also gives ``floor_chamfer_l1_rel``, the sampled Chamfer-L1 of the
-reference scored against itself (the same sample sizes and seeds): no method can score below it, and
+reference scored against itself (the same sample sizes and seeds): no method can be expected to score below it, and
 on these shapes it is 90 % or more of what both methods score on clean inputs. So it also gives
 ``surface_chamfer_ratio``, the same ratio of the ``surface_`` scores (distances to the other surface
 itself, not to its samples; see siren3d.metrics), whose floor is zero.

@@ -209,7 +209,8 @@ class LossWeights(Settings):
 
     surface: float = setting(1e4, "Weight of |f| on scan points (paper: 3e3; 1e4 with lr_final 0.01 brought the fitted "
                              "surface 10-39 % closer to the reference on Lucy, the dragon, the bunny, a CAD plate and "
-                             "thin parts, clean and sparse; 3e4 was worse again).", min=0)
+                             "thin parts, clean and sparse; 3e4 was worse again). A scan measured noisy gets 3e3 in place of "
+                             "this default.", min=0)
     normal: float = setting(1e3, "Weight of 1 - cos(grad f, n) on scan points (paper: 1e2; 1e3 keeps finer relief: "
                             "Lucy clean 1.075x -> 1.054x Poisson's Chamfer, a dragon's scales visible; 3e3 left "
                             "stray pieces on Lucy).", min=0)

@@ -32,7 +32,7 @@ import torch
 
 from ._version import __version__
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import FitConfig
+from .config import FitConfig, LossWeights
 from .denoise import MIN_POINTS as DENOISE_MIN_POINTS, denoise_along_normals, normals_to_smooth_along
 from .errors import SettingError, Siren3dError
 from .files import atomic_output, check_output_dir, file_sha256
@@ -57,10 +57,11 @@ NOISY_RATIO = 0.5
 #: 2-hidden-layer network); with 4 hidden layers and the rate by scan 1e3 is the default for every
 #: scan (LossWeights.normal) and a noisy one gets this much.
 NOISY_NORMAL_WEIGHT = 2e3
-#: Surface-term weight for noisy scans, at most (the default, LossWeights.surface, is 1e4): a noisy
-#: scan's positions are trusted less than its normals. With noise of 0.5 % of the diagonal, 1e4 put
-#: the fitted surface of the bunny 9 % and of the CAD plate 12 % farther from the reference than 3e3
-#: (Lucy 2 % closer, the dragon 2 % farther; distances to the reference surface, both with lr_final 0.01).
+#: Surface-term weight for noisy scans, in place of the default (LossWeights.surface, 1e4; a weight set
+#: on purpose is kept): a noisy scan's positions are trusted less than its normals. With noise of 0.5 %
+#: of the diagonal, 1e4 put the fitted surface of the bunny 9 % and of the CAD plate 12 % farther from
+#: the reference than 3e3 (Lucy 2 % closer, the dragon 2 % farther; distances to the reference
+#: surface, both with lr_final 0.01).
 NOISY_SURFACE_WEIGHT = 3e3
 #: The peak learning rate follows the scan's median point spacing in the unit box (100k points of a
 #: statue: 0.003-0.004, of the raw gargoyle scan 0.007; 5k points: 0.012-0.018): ``lr`` at
@@ -233,7 +234,7 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
 
     With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
     noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered) and the surface term
-    NOISY_SURFACE_WEIGHT (never raised). The peak learning
+    NOISY_SURFACE_WEIGHT (where it is the default; a weight set on purpose is kept). The peak learning
     rate follows the point spacing (:func:`lr_for_spacing`); only a noisy scan keeps ``denoise`` (its
     points smoothed along their normals before the fit), and only with at least
     :data:`siren3d.denoise.MIN_POINTS` points. The returned config holds what is used.
@@ -241,20 +242,23 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     spacing, measured = scan_sampling(unit_points)
     ratio = measured if config.noise == "auto" else None
     noisy = config.noise == "high" or (ratio is not None and ratio >= NOISY_RATIO)
-    if noisy:
+    if noisy:  # the surface weight only when it is the default: a weight set on purpose is kept
+        surface = NOISY_SURFACE_WEIGHT if config.loss.surface == LossWeights().surface else config.loss.surface
         config = replace(config, loss=replace(config.loss, normal=max(config.loss.normal, NOISY_NORMAL_WEIGHT),
-                                              surface=min(config.loss.surface, NOISY_SURFACE_WEIGHT)))
+                                              surface=surface))
     smooth = noisy and len(unit_points) >= DENOISE_MIN_POINTS
     if config.denoise and not smooth:
         if noisy:
             log.info("%d points: too few to smooth along the normals (%d or more)", len(unit_points),
                      DENOISE_MIN_POINTS)
         config = replace(config, denoise=0)  # the config says what was done
+    noisy_weights = (f"treated as noisy, normal weight {config.loss.normal:g}, surface weight "
+                     f"{config.loss.surface:g}")
     if ratio is not None:
         log.info("scan noise: %.2f x the point spacing (clean scans: 0.1-0.3): %s", ratio,
-                 f"treated as noisy, normal weight {config.loss.normal:g}, surface weight {config.loss.surface:g} "
-                 "(--noise low to turn off)" if noisy
-                 else "treated as clean")
+                 f"{noisy_weights} (--noise low to turn off)" if noisy else "treated as clean")
+    elif noisy:
+        log.info("--noise high: %s", noisy_weights)
     lr = cautious_lr(config) if noisy else lr_for_spacing(config, spacing)
     if lr != config.lr:
         kind = ("noisy" if noisy else "sparse" if spacing >= SPARSE_SPACING else "between dense and sparse")
@@ -503,6 +507,7 @@ def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None 
     if resume:
         config, ckpt = _resume_config(config, scan, run_dir)
         normalization = ckpt.normalization
+        noise = ckpt.meta.get("input", {}).get("noise")  # what the first run decided, for fit.json
     else:
         normalization = Normalization.fit(scan.points, config.margin)
     unit_points = normalization.to_unit(scan.points)

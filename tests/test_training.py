@@ -96,10 +96,35 @@ def test_interrupt_then_resume_ends_like_an_uninterrupted_run(tmp_path, sphere_s
     assert load_checkpoint(tmp_path / "cut" / "model.pt").step == 17
     resumed = fit(scan if normals else load_scan(bare), cfg, tmp_path / "cut", resume=True, progress=False)
     assert (full.config.denoise > 0) == (noise == "high") and resumed.config.denoise == full.config.denoise
+    # the resumed run's fit.json keeps what the first run decided about the noise
+    noise_of = lambda run: json.loads((tmp_path / run / "fit.json").read_text())["input"]["noise"]  # noqa: E731
+    assert noise_of("cut") == noise_of("full") and noise_of("full")["noisy"] == (noise == "high")
     assert resumed.history.shape == (40, len(HISTORY_COLUMNS))
     np.testing.assert_array_equal(resumed.history, full.history)
     sf, sr = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(sf[k], sr[k]) for k in sf)
+
+
+def test_a_noisy_scan_gets_the_noisy_weights_unless_they_were_set_on_purpose(caplog, sphere_scan_file):
+    from dataclasses import replace
+
+    from siren3d.config import LossWeights
+    from siren3d.normalization import Normalization
+    from siren3d.training import NOISY_NORMAL_WEIGHT, NOISY_SURFACE_WEIGHT, adapt_to_scan
+
+    scan = load_scan(sphere_scan_file)
+    unit = Normalization.fit(scan.points).to_unit(scan.points)
+    with caplog.at_level("INFO", logger="siren3d.training"):
+        cfg, info = adapt_to_scan(FitConfig(noise="high"), unit)
+    assert cfg.loss.surface == info["surface_weight"] == NOISY_SURFACE_WEIGHT < FitConfig().loss.surface
+    assert cfg.loss.normal == info["normal_weight"] == NOISY_NORMAL_WEIGHT
+    assert f"--noise high: treated as noisy, normal weight {NOISY_NORMAL_WEIGHT:g}, surface weight " \
+           f"{NOISY_SURFACE_WEIGHT:g}" in caplog.text  # said, though nothing was measured
+    chosen = FitConfig(noise="high", loss=replace(LossWeights(), surface=2e4, normal=5e3))
+    cfg, _ = adapt_to_scan(chosen, unit)
+    assert cfg.loss.surface == 2e4 and cfg.loss.normal == 5e3  # set on purpose: kept
+    cfg, info = adapt_to_scan(FitConfig(noise="low"), unit)
+    assert cfg.loss == FitConfig().loss and info["noisy"] is False
 
 
 def test_resuming_a_run_from_before_smoothing_does_not_smooth(tmp_path, sphere_scan_file):
