@@ -98,10 +98,10 @@ def boundary_loops(faces: np.ndarray) -> int:
 
 def measure(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, samples: int, seed: int) -> dict:
     """The partial-scan scores of a mesh against the scan's points (see the module docstring)."""
-    import open3d as o3d
     from scipy.spatial import cKDTree
 
     from siren3d.io import sample_mesh_surface
+    from siren3d.metrics import surface_distances
     from siren3d.topology import count_components, is_watertight
 
     diag = float(np.linalg.norm(points.max(0) - points.min(0)))
@@ -109,9 +109,7 @@ def measure(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, samples
         return {"faces": 0}
     on_mesh, _, _ = sample_mesh_surface(vertices, faces, samples, seed=seed)
     d, _ = cKDTree(points).query(on_mesh, workers=-1)
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
-    to_mesh = scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
+    to_mesh = surface_distances(vertices, faces, points)
     return {"faces": int(len(faces)), "unsupported_1": round(float((d > 0.01 * diag).mean()), 5),
             "unsupported_5": round(float((d > 0.05 * diag).mean()), 5),
             "coverage": round(float((to_mesh <= 0.005 * diag).mean()), 5),

@@ -114,8 +114,8 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
     }
     if ref_mesh is not None:
         origin = 0.5 * (ref_lo + ref_hi)  # distances in float32 about the centre, not far-off coordinates
-        s_pr = surface_distances(ref_mesh, pred_pts, origin)
-        s_rp = surface_distances(pred, ref_pts, origin)
+        s_pr = surface_distances(ref_mesh.vertices, ref_mesh.faces, pred_pts, origin)
+        s_rp = surface_distances(pred.vertices, pred.faces, ref_pts, origin)
         distances.update({
             "surface_chamfer_l1": 0.5 * (float(s_pr.mean()) + float(s_rp.mean())),
             "surface_accuracy": float(s_pr.mean()),
@@ -184,18 +184,20 @@ def bounds(reference) -> tuple[np.ndarray, np.ndarray]:
     return used.min(0), used.max(0)
 
 
-def surface_distances(mesh, points: np.ndarray, origin: np.ndarray | None = None) -> np.ndarray:
-    """Distance (M,) from each point (M, 3) to the nearest point of a mesh's triangles (Open3D's
-    RaycastingScene, float32: coordinates are taken relative to ``origin``, default the mesh's
-    bounding-box centre, so that far-off coordinates keep their precision)."""
+def surface_distances(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
+                      origin: np.ndarray | None = None) -> np.ndarray:
+    """Distance (M,) from each point (M, 3) to the nearest point of a mesh's triangles (vertices
+    (V, 3), faces (F, 3); Open3D's RaycastingScene, float32: coordinates are taken relative to
+    ``origin``, default the mesh's bounding-box centre, so that far-off coordinates keep their
+    precision)."""
     import open3d as o3d
 
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    vertices = np.asarray(vertices, dtype=np.float64)
     if origin is None:
         origin = 0.5 * (vertices.min(0) + vertices.max(0))
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor((vertices - origin).astype(np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces).astype(np.uint32)))
+                        o3d.core.Tensor(np.asarray(faces).astype(np.uint32)))
     query = o3d.core.Tensor(np.ascontiguousarray(np.asarray(points, dtype=np.float64) - origin, dtype=np.float32))
     return scene.compute_distance(query).numpy().astype(np.float64)
 

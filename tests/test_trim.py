@@ -13,6 +13,7 @@ from siren3d.cli import main
 from siren3d.config import FitConfig, ModelConfig
 from siren3d.io import Scan
 from siren3d.meshing import export_mesh, extract_mesh
+from siren3d.metrics import surface_distances
 from siren3d.scanner import scan_mesh, viewpoint
 from siren3d.support import AUTO_SPACINGS, SNAP
 from siren3d.training import fit
@@ -51,14 +52,6 @@ def colored_fit(tmp_path_factory, sphere_points):
     return scan, fit(scan, SMALL, run, progress=False)
 
 
-def _distance_to(mesh, points: np.ndarray) -> np.ndarray:
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
-    return scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
-
-
 def _border_vertices(faces: np.ndarray) -> np.ndarray:
     e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
     edges, counts = np.unique(e, axis=0, return_counts=True)
@@ -85,7 +78,8 @@ def test_a_single_view_keeps_the_seen_side_only_with_a_clean_border(view_fit):
     assert (d / spacing[j]).max() < AUTO_SPACINGS + 1.5
     assert np.allclose(mesh.support_distance, d / spacing[j], rtol=1e-4, atol=1e-4)
     # ... and the whole seen side is there: the scan points are as close to it as to the untrimmed mesh.
-    near_whole, near = _distance_to(whole, view.points), _distance_to(mesh, view.points)
+    near_whole = surface_distances(whole.vertices, whole.faces, view.points)
+    near = surface_distances(mesh.vertices, mesh.faces, view.points)
     assert np.allclose(near, near_whole, atol=1e-4 * RADIUS)
     # One border, along the cut: its vertices sit at the cut distance (within the snap), and the
     # cut made no slivers: faces along it are no thinner than the marching-cubes faces elsewhere.
