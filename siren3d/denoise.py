@@ -63,14 +63,18 @@ def denoise_along_normals(points: np.ndarray, normals: np.ndarray, passes: int, 
     start = p.copy()
     for _ in range(passes):
         tree = cKDTree(p)
-        kth = np.concatenate([tree.query(p[a:a + CHUNK], k=[k], workers=-1)[0][:, 0] for a in range(0, len(p), CHUNK)])
+        # One chunk (scans up to CHUNK points): its neighbours give the scale and the weights alike;
+        # more: the k-th distances first (one value per point), the neighbours chunk by chunk.
+        whole = tree.query(p, k=k, workers=-1) if len(p) <= CHUNK else None
+        kth = whole[0][:, -1] if whole is not None else np.concatenate(
+            [tree.query(p[a:a + CHUNK], k=[k], workers=-1)[0][:, 0] for a in range(0, len(p), CHUNK)])
         scale = 0.5 * float(np.median(kth))  # the Gaussian's scale, from the k-th neighbour's distance
         if not scale > 0:
             break
         shift = np.empty(len(p))
         for a in range(0, len(p), CHUNK):
             pa, na = p[a:a + CHUNK], n[a:a + CHUNK]
-            d, j = tree.query(pa, k=k, workers=-1)
+            d, j = whole if whole is not None else tree.query(pa, k=k, workers=-1)
             offset = np.einsum("mkc,mc->mk", p[j] - pa[:, None, :], na)  # along the point's own normal
             across = np.sqrt(np.maximum(d * d - offset * offset, 0.0))
             w = np.exp(-(across / scale) ** 2) * np.maximum(np.einsum("mkc,mc->mk", n[j], na), 0.0)

@@ -38,6 +38,18 @@ def test_smoothing_brings_noisy_points_closer_to_the_surface_along_their_normals
     assert out.dtype == np.float32 and out.shape == pts.shape
 
 
+def test_scans_larger_than_a_chunk_are_smoothed_exactly_alike(noisy_ball, monkeypatch):
+    """A scan of one chunk searches its neighbours once per pass; a larger one chunk by chunk."""
+    import siren3d.denoise as denoise
+
+    pts, nrm = noisy_ball
+    whole, _ = denoise_along_normals(pts, nrm, passes=2)
+    monkeypatch.setattr(denoise, "CHUNK", 3000)  # three chunks of the 8,000 points
+    chunked, _ = denoise_along_normals(pts, nrm, passes=2)
+    np.testing.assert_array_equal(whole, chunked)
+    assert np.abs(whole - pts).max() > 1e-3  # and they did move
+
+
 def test_two_close_sheets_facing_away_stay_apart():
     """A thin plate: two sheets 0.02 apart, closer than the neighbourhood, normals opposite. Each
     sheet is smoothed on its own; neither is pulled toward the other."""
