@@ -241,8 +241,9 @@ class FitConfig(Settings):
                                    "the same work, Lucy's Chamfer was 1.05x Poisson's instead of 1.04x).", min=0)
     near_ratio: float = setting(0.25, "Near-surface off-surface points per scan point: they keep the field a distance "
                                 "next to the surface (0.5 and 1,500 steps before: the same work in more steps "
-                                "fitted every clean shape 5-10 % closer; with none, and 2,000 steps, 5-15 % closer, "
-                                "but within 1 % of the surface f/d was 1.07-1.10 and the error 5-10x).", min=0)
+                                "fitted every clean shape with a reference mesh 5-10 % closer; with none, and "
+                                "2,000 steps, 5-15 %, but within 1 % of the surface f/d was 1.07-1.10 and the "
+                                "error 5-10x).", min=0)
     near_scale: float = setting(1.0, "Near-surface noise, in local point spacings.", positive=True)
     sign_k: int = setting(8, "Scan neighbours that vote on an off-surface point's side.", min=1)
     lr: float = setting(8e-4, "Peak learning rate (Adam) on dense clean scans (median point spacing up to 0.008 of "

@@ -42,10 +42,23 @@ def test_scans_larger_than_a_chunk_are_smoothed_exactly_alike(noisy_ball, monkey
     """A scan of one chunk searches its neighbours once per pass; a larger one chunk by chunk."""
     import siren3d.denoise as denoise
 
+    import scipy.spatial
+
+    queries = []
+
+    class CountingTree(scipy.spatial.cKDTree):
+        def query(self, x, *args, **kwargs):
+            queries.append(len(x))
+            return super().query(x, *args, **kwargs)
+
+    monkeypatch.setattr(scipy.spatial, "cKDTree", CountingTree)
     pts, nrm = noisy_ball
     whole, _ = denoise_along_normals(pts, nrm, passes=2)
+    assert queries == [len(pts)] * 2  # one search of all the points per pass
+    queries.clear()
     monkeypatch.setattr(denoise, "CHUNK", 3000)  # three chunks of the 8,000 points
     chunked, _ = denoise_along_normals(pts, nrm, passes=2)
+    assert len(queries) == 2 * (3 + 3)  # per pass: the k-th distances, then the neighbours, by chunk
     np.testing.assert_array_equal(whole, chunked)
     assert np.abs(whole - pts).max() > 1e-3  # and they did move
 
