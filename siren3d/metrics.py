@@ -106,22 +106,11 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
         "samples_reference": len(ref_pts),
         "seed": seed,
     }
-    distances = {
-        "chamfer_l1": 0.5 * (float(d_pr.mean()) + float(d_rp.mean())),
-        "accuracy": float(d_pr.mean()),
-        "completeness": float(d_rp.mean()),
-        "hausdorff": max(float(d_pr.max()), float(d_rp.max())),
-    }
+    distances = _distance_scores(d_pr, d_rp)
     if ref_mesh is not None:
         origin = 0.5 * (ref_lo + ref_hi)  # distances in float32 about the centre, not far-off coordinates
-        s_pr = surface_distances(ref_mesh.vertices, ref_mesh.faces, pred_pts, origin)
-        s_rp = surface_distances(pred.vertices, pred.faces, ref_pts, origin)
-        distances.update({
-            "surface_chamfer_l1": 0.5 * (float(s_pr.mean()) + float(s_rp.mean())),
-            "surface_accuracy": float(s_pr.mean()),
-            "surface_completeness": float(s_rp.mean()),
-            "surface_hausdorff": max(float(s_pr.max()), float(s_rp.max())),
-        })
+        distances.update(_distance_scores(surface_distances(ref_mesh.vertices, ref_mesh.faces, pred_pts, origin),
+                                          surface_distances(pred.vertices, pred.faces, ref_pts, origin), "surface_"))
     for key, value in distances.items():
         out[key] = value
         out[f"{key}_rel"] = value / diag
@@ -146,14 +135,23 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
     return out
 
 
+#: The scores made of the two directions' distances (see :func:`score_mesh`), in table order.
+DISTANCE_SCORES = ("chamfer_l1", "accuracy", "completeness", "hausdorff")
+
+
+def _distance_scores(d_pr: np.ndarray, d_rp: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """DISTANCE_SCORES from the distances mesh -> reference (d_pr) and reference -> mesh (d_rp)."""
+    accuracy, completeness = float(d_pr.mean()), float(d_rp.mean())
+    return {f"{prefix}chamfer_l1": 0.5 * (accuracy + completeness), f"{prefix}accuracy": accuracy,
+            f"{prefix}completeness": completeness, f"{prefix}hausdorff": max(float(d_pr.max()), float(d_rp.max()))}
+
+
 def format_table(scores: dict) -> str:
     """The scores of :func:`score_mesh` as a readable table (absolute, and relative to the diagonal)."""
     rows = [("metric", "value", "/ diagonal")]
-    for key in ("chamfer_l1", "accuracy", "completeness", "hausdorff"):
+    surface = tuple(f"surface_{k}" for k in DISTANCE_SCORES if f"surface_{k}" in scores)  # reference meshes only
+    for key in DISTANCE_SCORES + surface:
         rows.append((key.replace("_", "-"), f"{scores[key]:.6g}", f"{scores[key + '_rel']:.6f}"))
-    for key in ("surface_chamfer_l1", "surface_accuracy", "surface_completeness", "surface_hausdorff"):
-        if key in scores:
-            rows.append((key.replace("_", "-"), f"{scores[key]:.6g}", f"{scores[key + '_rel']:.6f}"))
     rows.append(("normal consistency", f"{scores['normal_consistency']:.4f}", ""))
     for name, frac in FSCORE_THRESHOLDS.items():
         rows.append((f"F-score @ {frac:.1%}", f"{scores[f'fscore_{name}']:.4f}",
