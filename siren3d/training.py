@@ -291,7 +291,7 @@ class Trainer:
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         self.model = Siren(config.model).to(self.device).train()
-        self.optimizer = Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = Adam(self.model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2))
         self.sampler = Sampler(points, normals, config.batch, uniform_ratio=config.uniform_ratio,
                                near_ratio=config.near_ratio, near_scale=config.near_scale, seed=config.seed,
                                device=self.device,

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from siren3d.checkpoint import load_checkpoint
+from siren3d.config import fit_config
 from siren3d.io import load_scan, save_points_ply
 from siren3d.meshing import extract_mesh
+from siren3d.normalization import Normalization
 from siren3d.training import HISTORY_COLUMNS, FitConfig, FitInterrupted, fit
 from siren3d.model import ModelConfig
 
@@ -187,13 +190,15 @@ def _adam_step(model, opt, x, lr):
     opt.step()
 
 
-def test_own_adam_matches_torch_adam_and_reads_its_state():
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.9, FitConfig().adam_beta2)])
+def test_own_adam_matches_torch_adam_and_reads_its_state(betas):
     """siren3d.optim.Adam (no dynamo import) takes the same steps as torch.optim.Adam, bit for bit,
-    with a changing learning rate, and either one's state_dict resumes the other."""
+    with a changing learning rate, at torch's default betas and at the fits' own, and either one's
+    state_dict resumes the other."""
     from siren3d.optim import Adam
 
     a, b = _adam_pair()
-    oa, ob = torch.optim.Adam(a.parameters(), lr=1e-3), Adam(b.parameters(), lr=1e-3)
+    oa, ob = torch.optim.Adam(a.parameters(), lr=1e-3, betas=betas), Adam(b.parameters(), lr=1e-3, betas=betas)
     x = torch.rand(512, 3) * 2 - 1
     for i in range(30):
         _adam_step(a, oa, x, 1e-3 * (1 - i / 40))
@@ -211,6 +216,25 @@ def test_own_adam_matches_torch_adam_and_reads_its_state():
         _adam_step(model, opt, x, 5e-4)
     for p, q, r in zip(a.parameters(), c.parameters(), d.parameters()):
         assert torch.equal(p, q) and torch.equal(p, r)
+
+
+def test_the_fit_optimizer_takes_its_second_moment_decay_from_the_config(sphere_scan_file):
+    """adam_beta2 reaches the optimizer; the paper preset keeps torch's Adam (0.999); a training
+    state written by one fit carries its decay to the fit that resumes it."""
+    from siren3d.training import Trainer
+
+    scan = load_scan(sphere_scan_file)
+    pts = Normalization.fit(scan.points, 0.1).to_unit(scan.points)
+    cfg = fit_config(steps=3, batch=64, grad="fused")
+    assert cfg.adam_beta2 < 0.999 and fit_config("paper").adam_beta2 == 0.999
+    default = Trainer(cfg, pts, scan.normals)
+    assert default.optimizer.param_groups[0]["betas"] == (0.9, cfg.adam_beta2)
+    other = Trainer(replace(cfg, adam_beta2=0.95), pts, scan.normals)
+    assert other.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    other.step()
+    resumed = Trainer(cfg, pts, scan.normals)
+    resumed.optimizer.load_state_dict(other.optimizer.state_dict())
+    assert resumed.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
 
 
 def test_own_adam_refuses_a_state_for_another_network():
