@@ -244,7 +244,8 @@ def main() -> None:
             reference, label = load_case_reference(name, args.data, args.seed)
             lo, hi = bounds(reference)
             diag = float(np.linalg.norm(hi - lo))
-            floor = (score_mesh(reference, reference, n_samples=samples, seed=args.seed + 1000)["chamfer_l1_rel"]
+            floor = (score_mesh(reference, reference, n_samples=samples, seed=args.seed + 1000,
+                                surface=False)["chamfer_l1_rel"]
                      if hasattr(reference, "faces") else None)
             for regime in args.regimes:
                 count, noise = REGIMES[regime]

@@ -42,7 +42,7 @@ from .model import Siren
 from .normalization import Normalization
 from .support import ScanSupport, cut_mesh, face_areas, plan_trim, shell_supported
 from .system import available_memory
-from .topology import face_components, is_watertight, keep_faces
+from .topology import Pieces, face_components, is_watertight, keep_faces, mesh_pieces
 
 log = logging.getLogger(__name__)
 
@@ -298,13 +298,14 @@ def refine_vertices(model: Siren, unit_vertices: np.ndarray, level: float, steps
     return x, normals, stats
 
 
-def drop_small_components(vertices: np.ndarray, faces: np.ndarray, min_fraction: float, *extra):
+def drop_small_components(vertices: np.ndarray, faces: np.ndarray, min_fraction: float, *extra,
+                          pieces: Pieces | None = None):
     """Keep the pieces with at least ``min_fraction`` of the largest piece's faces.
 
-    ``extra``: per-vertex arrays (or None) reindexed alike. Returns (vertices, faces, *extra, pieces
-    kept, pieces dropped).
+    ``extra``: per-vertex arrays (or None) reindexed alike; ``pieces``: the mesh's pieces, if known.
+    Returns (vertices, faces, *extra, pieces kept, pieces dropped).
     """
-    n, labels = face_components(faces)
+    n, labels = (pieces.count, pieces.labels) if pieces is not None else face_components(faces)
     if n <= 1 or min_fraction <= 0:
         return (vertices, faces, *extra, n, 0)
     counts = np.bincount(labels, minlength=n)
@@ -468,13 +469,15 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     # partial scan the field's far side can be split by the box into pieces, some of them holding
     # scanned surface, and none of those may go for being small next to the far side.
     distance, plan, trimmed = None, None, {}
+    # one pass over the edges for the trim, the small pieces and, while no face goes, closedness
+    pieces, faces_of_pieces = mesh_pieces(f), f
     if support is not None:
         if trim == "off":
             distance = support.distance(unit, offset=offset)
         else:  # exact only as far as it matters to the trim (inf beyond): far searches are slow
             absolute, distance = support.nearest(unit, offset=offset, bound=support.bound(trim))
             plan = plan_trim(unit, f, distance, trim, support, at_edge, offset=offset, absolute=absolute,
-                             field=lambda x: field_values(model, x, cfg.chunk))
+                             field=lambda x: field_values(model, x, cfg.chunk), pieces=pieces)
             trimmed = {"unsupported_regions": plan.regions, "trimmed_regions": plan.trimmed_regions}
     inner = inner_kept = 0
     if plan is None or not (plan.value > 0).any():
@@ -482,7 +485,7 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
         # Small pieces go first (a question of faces alone), so that neither the box-edge warning
         # nor the gradient pass below is spent on vertices that will not be written.
         unit, f, distance, at_edge, kept, dropped = drop_small_components(unit, f, cfg.min_component, distance,
-                                                                          at_edge)
+                                                                          at_edge, pieces=pieces)
         if not cfg.keep_inner and kept > 1:
             unit, f, inner, inner_kept, distance, at_edge = drop_inner_shells(unit, f, supported=supported,
                                                                                extra=(distance, at_edge))
@@ -491,7 +494,7 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
         # Trimming: pieces the cut removes whole go first (no inner-shell test spent on them), then
         # inner shells, the cut, and the pieces left small next to the largest kept one.
         area_before = float(face_areas(unit, f).sum())
-        n, labels = face_components(f)
+        n, labels = pieces.count, pieces.labels
         stays = np.zeros(n, dtype=bool)
         stays[labels[(plan.value[f] <= 0).any(1)]] = True
         if not stays.all():
@@ -519,7 +522,8 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     stats = MeshStats(res=res, method=cfg.method, backend=cfg.backend, seconds=time.perf_counter() - t0,
                       evaluations=int(evaluations), dense_evaluations=grid.size, vertices=len(vertices), faces=len(f),
                       components=kept, dropped_components=dropped, inner_shells_dropped=inner,
-                      watertight=is_watertight(f), touches_box=touches, level_error=level_error,
+                      watertight=pieces.watertight if f is faces_of_pieces else is_watertight(f),
+                      touches_box=touches, level_error=level_error,
                       trim=trim if isinstance(trim, str) else f"{trim:g}", inner_shells_kept=inner_kept,
                       colored=colors is not None, **trimmed, **extra)
     stats.trimmed_area *= normalization.scale ** 2  # unit box -> scan units squared

@@ -42,7 +42,7 @@ _MESH_FILE_SUFFIXES = (".ply", ".glb", *MESH_SUFFIXES)
 log = logging.getLogger(__name__)
 
 
-def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
+def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0, surface: bool = True) -> dict:
     """Compare a predicted mesh with a reference surface; returns a flat, JSON-ready dict.
 
     mesh: a ``trimesh.Trimesh``, a :class:`~siren3d.meshing.MeshResult`, anything with
@@ -72,7 +72,8 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
     - ``surface_accuracy``, ``surface_completeness``, ``surface_chamfer_l1``, ``surface_hausdorff``
       (reference meshes only): the same with d(x, S) the distance from x to the other *surface*
       (its nearest triangle) instead of to its nearest sample: no sampling floor, so a mesh scored
-      against itself gives 0;
+      against itself gives 0 (``surface=False`` leaves them out: the sampling floor of a reference,
+      scored against itself, needs only the sampled ones);
     - ``components``: connected pieces of the predicted mesh (faces sharing an edge, after
       vertices at the same position are merged); ``watertight``: every edge is shared by exactly
       two faces (trimesh's ``is_watertight``; winding is not checked).
@@ -107,7 +108,7 @@ def score_mesh(mesh, reference, n_samples: int = DEFAULT_SAMPLES, seed: int = 0)
         "seed": seed,
     }
     distances = _distance_scores(d_pr, d_rp)
-    if ref_mesh is not None:
+    if ref_mesh is not None and surface:
         origin = 0.5 * (ref_lo + ref_hi)  # distances in float32 about the centre, not far-off coordinates
         distances.update(_distance_scores(surface_distances(ref_mesh.vertices, ref_mesh.faces, pred_pts, origin),
                                           surface_distances(pred.vertices, pred.faces, ref_pts, origin), "surface_"))

@@ -270,7 +270,7 @@ class TrimPlan:
 
 def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, trim, support: ScanSupport,
               at_box_edge: np.ndarray | None = None, offset: float = 0.0, absolute: np.ndarray | None = None,
-              field=None) -> TrimPlan:
+              field=None, pieces=None) -> TrimPlan:
     """Decide what ``trim`` ('auto' or a distance in spacings) removes from a mesh.
 
     vertices: (V, 3) unit box; distance: (V,) support distances (inf: beyond support.bound(trim));
@@ -278,7 +278,7 @@ def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, tri
     region that reaches them); offset: see ScanSupport.distance; absolute: (V,) the distances in
     unit-box units, if known (ScanSupport.nearest); field: f at unit-box points (M, 3) -> (M,), to
     tell a gap in the view from surface the fit did not bring to its points (None: every deep
-    region of a partial scan is a gap).
+    region of a partial scan is a gap); pieces: the mesh's :class:`~siren3d.topology.Pieces`, if known.
     """
     distance = np.minimum(np.asarray(distance, dtype=np.float64), 1e9)  # inf: far, as far as it matters
     if trim != "auto":
@@ -306,9 +306,11 @@ def plan_trim(vertices: np.ndarray, faces: np.ndarray, distance: np.ndarray, tri
         open_side[np.unique(labels[at_box_edge & inside])] = True
     # Only surface attached to scanned surface makes the scan open: a piece of its own with no
     # scan point near it (a ghost) says nothing about the scan.
-    from .topology import face_components
+    if pieces is None:
+        from .topology import mesh_pieces
 
-    _, piece_of_face = face_components(faces)
+        pieces = mesh_pieces(faces)
+    piece_of_face = pieces.labels
     piece = np.zeros(len(vertices), dtype=np.int64)
     piece[faces.ravel()] = np.repeat(piece_of_face, 3)
     attached = np.zeros(piece_of_face.max() + 1, dtype=bool)

@@ -6,6 +6,8 @@ not enough: a pinch point does not join two surfaces.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -19,13 +21,30 @@ def _edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return key, np.tile(np.arange(len(faces)), 3)
 
 
-def face_components(faces: np.ndarray) -> tuple[int, np.ndarray]:
-    """(number of pieces, piece label per face) for faces (F, 3) connected through shared edges."""
+@dataclass(frozen=True)
+class Pieces:
+    """What one pass over a mesh's edges tells: its pieces and whether it is closed."""
+
+    count: int            # pieces (faces joined through shared edges)
+    labels: np.ndarray    # (F,) int64 piece of each face
+    watertight: bool      # every edge shared by exactly two faces (and at least one face)
+
+
+def _closed(sorted_keys: np.ndarray) -> bool:
+    """Sorted, the edge keys of a closed mesh come in pairs: equal within a pair, different across pairs."""
+    k = sorted_keys
+    return bool(len(k) and len(k) % 2 == 0 and (k[0::2] == k[1::2]).all() and (k[1:-1:2] != k[2::2]).all())
+
+
+def mesh_pieces(faces: np.ndarray) -> Pieces:
+    """The pieces of faces (F, 3) connected through shared edges, and whether the mesh is closed, from
+    one sort of its edges (meshing needs both of a mesh of millions of faces: one sort each cost
+    about a second)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     if len(faces) == 0:
-        return 0, np.zeros(0, dtype=np.int64)
+        return Pieces(0, np.zeros(0, dtype=np.int64), False)
     key, face = _edges(faces)
     order = np.argsort(key, kind="stable")
     key, face = key[order], face[order]
@@ -34,7 +53,13 @@ def face_components(faces: np.ndarray) -> tuple[int, np.ndarray]:
     n = len(faces)
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     count, labels = connected_components(graph, directed=False)
-    return int(count), labels.astype(np.int64)
+    return Pieces(int(count), labels.astype(np.int64), _closed(key))
+
+
+def face_components(faces: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of pieces, piece label per face) for faces (F, 3) connected through shared edges."""
+    p = mesh_pieces(faces)
+    return p.count, p.labels
 
 
 def count_components(faces: np.ndarray) -> int:
@@ -43,11 +68,7 @@ def count_components(faces: np.ndarray) -> int:
 
 def is_watertight(faces: np.ndarray) -> bool:
     """Every edge is shared by exactly two faces (and there is at least one face)."""
-    if len(faces) == 0:
-        return False
-    key = np.sort(_edges(faces)[0])
-    # sorted, the keys of a closed mesh come in pairs: equal within a pair, different across pairs
-    return bool(len(key) % 2 == 0 and (key[0::2] == key[1::2]).all() and (key[1:-1:2] != key[2::2]).all())
+    return len(faces) > 0 and _closed(np.sort(_edges(faces)[0]))
 
 
 def keep_faces(vertices: np.ndarray, faces: np.ndarray, keep: np.ndarray, *extra):

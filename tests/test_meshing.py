@@ -17,7 +17,7 @@ from siren3d.checkpoint import save_checkpoint
 from siren3d.config import MAX_RES
 from siren3d.cli import main
 from siren3d.errors import Siren3dError
-from siren3d.meshing import drop_small_components, extract_mesh, is_watertight
+from siren3d.meshing import drop_small_components, extract_mesh, face_components, is_watertight
 from siren3d.model import ModelConfig, Siren
 from siren3d.normalization import Normalization
 from siren3d.training import FitConfig, fit
@@ -138,6 +138,27 @@ def test_small_pieces_are_dropped_and_counted():
     assert is_watertight(f)
     v, f, kept, dropped = drop_small_components(both.vertices, both.faces, 0.0)
     assert (kept, dropped, len(f)) == (2, 0, len(both.faces))
+
+
+def test_one_pass_over_the_edges_gives_the_pieces_and_closedness_of_each_mesh():
+    """mesh_pieces (what extract_mesh computes once) agrees with face_components and is_watertight,
+    and trimesh, on closed, open, two-piece and pinched meshes."""
+    from siren3d.topology import mesh_pieces
+
+    ball = trimesh.creation.icosphere(subdivisions=2)
+    other = trimesh.creation.icosphere(subdivisions=1, radius=0.3)
+    other.apply_translation([3, 0, 0])
+    two = trimesh.util.concatenate([ball, other])
+    open_ball = ball.faces[1:]
+    # two tetrahedra sharing one vertex: closed, two pieces (a pinch point joins nothing)
+    tet = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    pinch = np.concatenate([tet, np.where(tet == 3, 3, tet + 4)])
+    for faces, count, closed in ((ball.faces, 1, True), (open_ball, 1, False), (two.faces, 2, True),
+                                 (pinch, 2, True), (np.zeros((0, 3), dtype=np.int64), 0, False)):
+        p = mesh_pieces(faces)
+        assert (p.count, p.watertight) == (count, closed) == (face_components(faces)[0], is_watertight(faces))
+        assert np.array_equal(p.labels, face_components(faces)[1])
+    assert trimesh.Trimesh(ball.vertices, open_ball, process=False).is_watertight is False
 
 
 def test_inner_shells_are_dropped_and_outer_pieces_kept():

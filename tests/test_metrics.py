@@ -50,6 +50,10 @@ def test_a_mesh_against_itself_scores_perfectly_up_to_the_sampling_floor(ball):
     assert s["reference_kind"] == "mesh"
     assert s["reference_diagonal"] == pytest.approx(2 * np.sqrt(3), rel=1e-3)
     assert s["samples_mesh"] == s["samples_reference"] == N
+    # The sampling floor alone (what benchmarks/quality.py asks): the same sampled scores, no surface ones.
+    floor = evaluate(ball, ball, n_samples=N, seed=3, surface=False)
+    assert floor["chamfer_l1"] == s["chamfer_l1"] and "surface_chamfer_l1" in s
+    assert not any(k.startswith("surface_") for k in floor)
 
 
 def test_surface_scores_have_no_sampling_floor_and_measure_a_known_offset_exactly(ball):
