@@ -63,6 +63,11 @@ NOISY_NORMAL_WEIGHT = 2e3
 #: the reference than 3e3 (Lucy 2 % closer, the dragon 2 % farther; distances to the reference
 #: surface, both with lr_final 0.01).
 NOISY_SURFACE_WEIGHT = 3e3
+#: Final learning rate of noisy scans, as a fraction of their own peak, in place of the default
+#: (FitConfig.lr_final; a fraction set on purpose is kept): a low rate kept to the end averages the
+#: noise, and lower still it did not help (with Adam's beta2 0.98, ending at 0.1 % instead of 1 %:
+#: noisy Lucy 4 % farther from the reference, the noisy dragon 1 % closer).
+NOISY_LR_FINAL = 0.01
 #: The peak learning rate follows the scan's median point spacing in the unit box (100k points of a
 #: statue: 0.003-0.004, of the raw gargoyle scan 0.007; 5k points: 0.012-0.018): ``lr`` at
 #: DENSE_SPACING or finer, ``lr_sparse`` at SPARSE_SPACING or coarser, log-interpolated between, and
@@ -72,7 +77,7 @@ NOISY_SURFACE_WEIGHT = 3e3
 #: bunny's 1.10x / 0.86x: on sparse points a high rate carves detail the points do not hold into
 #: bumps between them; sparse fits ending at 6e-6 instead of 2.4e-5 gave the bunny 0.92x / 0.87x,
 #: Lucy 0.85x / 0.81x. Noisy scans (their spacing is raised by the noise too: 0.0085 on the
-#: bunny's 100k) train at ``lr_sparse`` ending at lr_sparse * lr_final: with the spacing rule and
+#: bunny's 100k) train at ``lr_sparse`` ending at a fraction of it (NOISY_LR_FINAL): with the spacing rule and
 #: the dense end rate the bunny, cad plate and thin parts gave 0.94x / 0.85x / 1.03x, with a rate of
 #: 2-3e-4 ending at 6-8e-6 0.83x / 0.83x / 0.97x (a low final rate averages the noise).
 DENSE_SPACING, SPARSE_SPACING = 0.008, 0.012
@@ -235,7 +240,8 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
     noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered) and the surface term
     NOISY_SURFACE_WEIGHT (where it is the default; a weight set on purpose is kept). The peak learning
-    rate follows the point spacing (:func:`lr_for_spacing`); only a noisy scan keeps ``denoise`` (its
+    rate follows the point spacing (:func:`lr_for_spacing`) and a noisy scan's ends at NOISY_LR_FINAL
+    of it (where ``lr_final`` is the default); only a noisy scan keeps ``denoise`` (its
     points smoothed along their normals before the fit), and only with at least
     :data:`siren3d.denoise.MIN_POINTS` points. The returned config holds what is used.
     """
@@ -264,10 +270,15 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
         kind = ("noisy" if noisy else "sparse" if spacing >= SPARSE_SPACING else "between dense and sparse")
         log.info("point spacing %.4f of the unit box, %s: peak learning rate %.3g (--lr %g on dense clean scans, "
                  "--lr-sparse %g on sparse or noisy ones)", spacing, kind, lr, config.lr, config.lr_sparse)
-        # A sparse clean scan starts lower and ends where a dense one ends (lr * lr_final); a noisy
-        # one keeps its low rate to the end, which averages the noise (see DENSE_SPACING).
-        final = config.lr_final if noisy else min(1.0, config.lr_final * config.lr / lr)
-        config = replace(config, lr=lr, lr_final=final)
+    # A sparse clean scan starts lower and ends where a dense one ends (lr * lr_final); a noisy one
+    # keeps its low rate to the end, which averages the noise (see DENSE_SPACING, NOISY_LR_FINAL).
+    if noisy:
+        final = NOISY_LR_FINAL if config.lr_final == FitConfig().lr_final else config.lr_final
+    elif lr != config.lr:
+        final = min(1.0, config.lr_final * config.lr / lr)
+    else:
+        final = config.lr_final
+    config = replace(config, lr=lr, lr_final=final)
     return config, {"ratio": None if ratio is None else round(ratio, 4), "noisy": noisy,
                     "normal_weight": config.loss.normal, "surface_weight": config.loss.surface,
                     "spacing": round(spacing, 6), "lr": lr}
@@ -472,8 +483,9 @@ def _resume_config(config: FitConfig, scan: Scan, run_dir: Path) -> tuple[FitCon
     if ckpt.train is None:
         raise Siren3dError("the model file has no training state to resume from", model_path)
     try:
-        # A run written before siren3d smoothed noisy scans did not smooth its scan: neither does its resume.
-        old = FitConfig.from_dict({"denoise": 0, **ckpt.meta["fit"]})
+        # A run written before siren3d smoothed noisy scans did not smooth its scan: neither does its
+        # resume; one written before adam_beta2 trained with torch's 0.999 (which its Adam state keeps).
+        old = FitConfig.from_dict({"denoise": 0, "adam_beta2": 0.999, **ckpt.meta["fit"]})
     except (KeyError, TypeError, ValueError) as e:
         raise Siren3dError(f"the model file's fit settings are unusable ({e})", model_path) from None
     if scan.path and ckpt.meta.get("input", {}).get("points") != len(scan):

@@ -90,7 +90,7 @@ def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_poin
     from siren3d.io import save_points_ply
     from siren3d.sampling import local_spacing
     from siren3d.config import FitConfig
-    from siren3d.training import NOISY_NORMAL_WEIGHT, NOISY_SURFACE_WEIGHT
+    from siren3d.training import NOISY_LR_FINAL, NOISY_NORMAL_WEIGHT, NOISY_SURFACE_WEIGHT
 
     pts, nrm = torus_points
     spacing = float(np.median(local_spacing(pts, k=1)))
@@ -109,8 +109,8 @@ def test_a_noisy_scan_is_measured_and_trusts_its_normals_more(in_tmp, torus_poin
         # positions trusted less than on a clean scan
         assert doc["fit"]["loss"]["surface"] == NOISY_SURFACE_WEIGHT < FitConfig().loss.surface
         assert doc["input"]["noise"]["surface_weight"] == NOISY_SURFACE_WEIGHT
-        # and the low rate of noisy scans, kept to the end (lr_final of it), which averages the noise
-        assert doc["fit"]["lr"] == FitConfig().lr_sparse and doc["fit"]["lr_final"] == FitConfig().lr_final
+        # and the low rate of noisy scans, kept to the end (NOISY_LR_FINAL of it), which averages the noise
+        assert doc["fit"]["lr"] == FitConfig().lr_sparse and doc["fit"]["lr_final"] == NOISY_LR_FINAL
     else:
         assert "scan noise" not in r.output and doc["input"]["noise"]["ratio"] is None
         assert weight == FitConfig().loss.normal and doc["fit"]["loss"]["surface"] == FitConfig().loss.surface

@@ -115,7 +115,7 @@ def test_a_noisy_scan_gets_the_noisy_weights_unless_they_were_set_on_purpose(cap
 
     from siren3d.config import LossWeights
     from siren3d.normalization import Normalization
-    from siren3d.training import NOISY_NORMAL_WEIGHT, NOISY_SURFACE_WEIGHT, adapt_to_scan
+    from siren3d.training import NOISY_LR_FINAL, NOISY_NORMAL_WEIGHT, NOISY_SURFACE_WEIGHT, adapt_to_scan
 
     scan = load_scan(sphere_scan_file)
     unit = Normalization.fit(scan.points).to_unit(scan.points)
@@ -123,28 +123,35 @@ def test_a_noisy_scan_gets_the_noisy_weights_unless_they_were_set_on_purpose(cap
         cfg, info = adapt_to_scan(FitConfig(noise="high"), unit)
     assert cfg.loss.surface == info["surface_weight"] == NOISY_SURFACE_WEIGHT < FitConfig().loss.surface
     assert cfg.loss.normal == info["normal_weight"] == NOISY_NORMAL_WEIGHT
+    assert cfg.lr_final == NOISY_LR_FINAL != FitConfig().lr_final  # ends at a fraction of its own low rate
     assert f"--noise high: treated as noisy, normal weight {NOISY_NORMAL_WEIGHT:g}, surface weight " \
            f"{NOISY_SURFACE_WEIGHT:g}" in caplog.text  # said, though nothing was measured
-    chosen = FitConfig(noise="high", loss=replace(LossWeights(), surface=2e4, normal=5e3))
+    chosen = FitConfig(noise="high", loss=replace(LossWeights(), surface=2e4, normal=5e3), lr_final=0.05)
     cfg, _ = adapt_to_scan(chosen, unit)
-    assert cfg.loss.surface == 2e4 and cfg.loss.normal == 5e3  # set on purpose: kept
+    assert cfg.loss.surface == 2e4 and cfg.loss.normal == 5e3 and cfg.lr_final == 0.05  # set on purpose: kept
+    # the same rule when the peak rate is not lowered (lr already at or below lr_sparse)
+    cfg, _ = adapt_to_scan(FitConfig(noise="high", lr=1e-4), unit)
+    assert cfg.lr == 1e-4 and cfg.lr_final == NOISY_LR_FINAL
     cfg, info = adapt_to_scan(FitConfig(noise="low"), unit)
     assert cfg.loss == FitConfig().loss and info["noisy"] is False
 
 
-def test_resuming_a_run_from_before_smoothing_does_not_smooth(tmp_path, sphere_scan_file):
+def test_resuming_a_run_from_before_smoothing_and_adam_beta2_keeps_what_it_did(tmp_path, sphere_scan_file):
     """A model.pt written before siren3d smoothed noisy scans has no 'denoise' in its settings: it
-    did not smooth, so its resume must not either (the default, 2, would change its points)."""
+    did not smooth, so its resume must not either (the default, 2, would change its points). One
+    written before adam_beta2 trained with torch's 0.999: its resume says so, and trains so."""
     scan = load_scan(sphere_scan_file)
-    fit(scan, small_config(steps=5, noise="high", denoise=0), tmp_path / "run", progress=False)
+    fit(scan, small_config(steps=5, noise="high", denoise=0, adam_beta2=0.999), tmp_path / "run", progress=False)
     path = tmp_path / "run" / "model.pt"
     payload = torch.load(path, weights_only=True)
     meta = json.loads(payload["meta"])
-    del meta["fit"]["denoise"]
+    del meta["fit"]["denoise"], meta["fit"]["adam_beta2"]
     payload["meta"] = json.dumps(meta)
     torch.save(payload, path)
     resumed = fit(scan, small_config(steps=8, noise="high"), tmp_path / "run", resume=True, progress=False)
     assert resumed.config.denoise == 0 and resumed.history.shape == (8, len(HISTORY_COLUMNS))
+    assert resumed.config.adam_beta2 == 0.999 != FitConfig().adam_beta2
+    assert json.loads((tmp_path / "run" / "fit.json").read_text())["fit"]["adam_beta2"] == 0.999
 
 
 def test_resume_can_train_longer(tmp_path, sphere_scan_file):
