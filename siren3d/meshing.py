@@ -311,6 +311,8 @@ def drop_small_components(vertices: np.ndarray, faces: np.ndarray, min_fraction:
     counts = np.bincount(labels, minlength=n)
     keep_label = counts >= min_fraction * counts.max()
     kept = int(keep_label.sum())
+    if kept == n:  # the same arrays: what is known of them (their pieces, closedness) still holds
+        return (vertices, faces, *extra, n, 0)
     return (*keep_faces(vertices, faces, keep_label[labels], *extra), kept, n - kept)
 
 
