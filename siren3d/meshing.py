@@ -363,7 +363,8 @@ class _RayTarget:
         return odd
 
 
-def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20, supported=None, extra=()):
+def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int = 20, supported=None, extra=(),
+                      pieces: Pieces | None = None):
     """Drop closed pieces that lie inside the largest piece and that the scan does not support: a
     pocket of the wrong sign left by the fit. A hollow object's measured inner wall is supported
     and stays.
@@ -372,9 +373,10 @@ def drop_inner_shells(vertices: np.ndarray, faces: np.ndarray, max_tested: int =
     times (majority of three rays). Only the ``max_tested`` largest other pieces are tested.
     ``supported(vertices, faces) -> bool`` says whether the scan supports an inside piece (None:
     no scan to ask, every inside piece goes). ``extra``: per-vertex arrays (or None) reindexed
-    alike. Returns (vertices, faces, pieces dropped, inside pieces kept as supported, *extra).
+    alike; ``pieces``: the mesh's pieces, if known. Returns (vertices, faces, pieces dropped, inside
+    pieces kept as supported, *extra).
     """
-    n, labels = face_components(faces)
+    n, labels = (pieces.count, pieces.labels) if pieces is not None else face_components(faces)
     if n <= 1:
         return (vertices, faces, 0, 0, *extra)
     counts = np.bincount(labels, minlength=n)
@@ -471,8 +473,13 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     # partial scan the field's far side can be split by the box into pieces, some of them holding
     # scanned surface, and none of those may go for being small next to the far side.
     distance, plan, trimmed = None, None, {}
-    # one pass over the edges for the trim, the small pieces and, while no face goes, closedness
+    # One pass over the edges for the trim, the small pieces, the inner shells and closedness, as
+    # long as no face has gone (every step that removes faces hands back new arrays).
     pieces, faces_of_pieces = mesh_pieces(f), f
+
+    def known(faces):
+        return pieces if faces is faces_of_pieces else None
+
     if support is not None:
         if trim == "off":
             distance = support.distance(unit, offset=offset)
@@ -490,7 +497,8 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
                                                                           at_edge, pieces=pieces)
         if not cfg.keep_inner and kept > 1:
             unit, f, inner, inner_kept, distance, at_edge = drop_inner_shells(unit, f, supported=supported,
-                                                                               extra=(distance, at_edge))
+                                                                               extra=(distance, at_edge),
+                                                                               pieces=known(f))
             kept -= inner
     else:
         # Trimming: pieces the cut removes whole go first (no inner-shell test spent on them), then
@@ -503,7 +511,7 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
             unit, f, distance, at_edge, plan.value = keep_faces(unit, f, stays[labels], distance, at_edge, plan.value)
         if not cfg.keep_inner and int(stays.sum()) > 1:
             unit, f, inner, inner_kept, distance, at_edge, value = drop_inner_shells(
-                unit, f, supported=supported, extra=(distance, at_edge, plan.value))
+                unit, f, supported=supported, extra=(distance, at_edge, plan.value), pieces=known(f))
             plan.value = value
         unit, f, distance, at_edge, kept, dropped, trimmed = _trim(unit, f, distance, at_edge, plan, support, cfg,
                                                                    offset, trimmed, area_before)
@@ -524,7 +532,7 @@ def extract_mesh(model, normalization: Normalization, config: MeshConfig | None 
     stats = MeshStats(res=res, method=cfg.method, backend=cfg.backend, seconds=time.perf_counter() - t0,
                       evaluations=int(evaluations), dense_evaluations=grid.size, vertices=len(vertices), faces=len(f),
                       components=kept, dropped_components=dropped, inner_shells_dropped=inner,
-                      watertight=pieces.watertight if f is faces_of_pieces else is_watertight(f),
+                      watertight=known(f).watertight if known(f) is not None else is_watertight(f),
                       touches_box=touches, level_error=level_error,
                       trim=trim if isinstance(trim, str) else f"{trim:g}", inner_shells_kept=inner_kept,
                       colored=colors is not None, **trimmed, **extra)

@@ -182,6 +182,12 @@ def test_inner_shells_are_dropped_and_outer_pieces_kept():
     assert len(f) == len(big.faces) + len(beside.faces) and len(v) == len(big.vertices) + len(beside.vertices)
     kept = trimesh.Trimesh(v, f, process=False).split(only_watertight=False)
     assert sorted(len(k.faces) for k in kept) == sorted([len(big.faces), len(beside.faces)])
+    # the pieces known beforehand (what extract_mesh passes) give the same result
+    from siren3d.topology import mesh_pieces
+
+    faces = np.asarray(allp.faces)
+    v3, f3, d3, k3 = drop_inner_shells(allp.vertices, faces, pieces=mesh_pieces(faces))
+    assert (d3, k3) == (1, 0) and np.array_equal(f3, f) and np.array_equal(v3, v)
     # nothing inside: nothing dropped, the arrays come back as they were
     v2, f2, d2, _ = drop_inner_shells(trimesh.util.concatenate([big, beside]).vertices,
                                       trimesh.util.concatenate([big, beside]).faces)
