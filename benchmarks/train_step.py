@@ -13,7 +13,8 @@ to the work itself.
 
 The scan is 100,000 points on a sphere of radius 0.5 with their normals (the step's cost does not
 depend on the shape); every setting other than the batch, the network and the gradient method is
-the default fit's.
+the default fit's, except that every step draws the whole batch (a fit's batch grows to it over
+its first half: see FitConfig.batch_start).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
     for batch in sorted(set(args.batches)):
         trainers, times, cpu_times = {}, {}, {}
         for method in methods:
-            cfg = FitConfig(batch=batch, grad=method, uniform_ratio=args.uniform_ratio,
+            cfg = FitConfig(batch=batch, batch_start=1.0, grad=method, uniform_ratio=args.uniform_ratio,
                             model=ModelConfig(width=args.width, hidden_layers=args.hidden_layers))
             trainers[method] = Trainer(cfg, points, normals, device)
             for _ in range(3 if device.type == "cuda" else 1):  # warm-up (CUDA: kernels, allocator)

@@ -7,7 +7,7 @@ The pipeline, one module per step::
 and the same API the command line uses::
 
     scan = siren3d.load_scan("scan.ply")
-    result = siren3d.fit(scan, siren3d.FitConfig(steps=1700), "runs/scan")
+    result = siren3d.fit(scan, siren3d.FitConfig(steps=1900), "runs/scan")
     mesh = siren3d.extract_mesh(result.model, result.normalization, support=result.support)  # = `siren3d mesh`
     siren3d.export_mesh(mesh, "scan.ply")
 

@@ -137,9 +137,10 @@ def measure(config: FitConfig, device: torch.device, trainer_cls, **race_args) -
     # the timing itself; what they add per step is the same for both methods.
     # The learning rate is the default's: a step takes as long at any rate, and the user's own (an
     # absurd one, say) must fail in the fit that reports it, not in a timing race on a sphere.
+    # The whole batch from the first timed step (batch_start 1): most of a fit's steps draw it.
     defaults = FitConfig()
     base = replace(config, loss=replace(config.loss, sign=0.0, distance=0.0), checkpoint_every=0, lr=defaults.lr,
-                   lr_final=defaults.lr_final, warmup=defaults.warmup)
+                   lr_final=defaults.lr_final, warmup=defaults.warmup, batch_start=1.0)
     with torch.random.fork_rng(devices=[]):
         trainers = {m: trainer_cls(replace(base, grad=m), points, normals, device) for m in CANDIDATES}
         for trainer in trainers.values():

@@ -87,8 +87,8 @@ class Sampler:
         self.points = torch.as_tensor(points, dtype=torch.float32).to(device)
         self.normals = torch.as_tensor(normals, dtype=torch.float32).to(device)
         self.batch = int(batch)
-        self.n_uniform = int(round(batch * uniform_ratio))
-        self.n_near = int(round(batch * near_ratio))
+        self.uniform_ratio, self.near_ratio = float(uniform_ratio), float(near_ratio)
+        _, self.n_uniform, self.n_near = self.counts(self.batch)
         self.device = torch.device(device)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.sigma = None
@@ -130,18 +130,24 @@ class Sampler:
         far = d[:, 0] > self.sign_min_distance
         return (np.sign(vote) * far).astype(np.float32), (d[:, 0] * far).astype(np.float32)
 
-    def sample(self) -> Batch:
+    def counts(self, on: int) -> tuple[int, int, int]:
+        """(scan, uniform, near-surface) points of a batch of ``on`` scan points (the ratios of the sampler)."""
+        return on, int(round(on * self.uniform_ratio)), int(round(on * self.near_ratio))
+
+    def sample(self, on: int | None = None) -> Batch:
+        """A batch of ``on`` scan points (default: ``batch``) and the off-surface points in proportion."""
         g = self.generator
         n = len(self.points)
-        idx = torch.randint(n, (self.batch,), generator=g).to(self.device)
+        n_on, n_uniform, n_near = self.counts(self.batch if on is None else int(on))
+        idx = torch.randint(n, (n_on,), generator=g).to(self.device)
         if self.sign_k:
-            pick = torch.randint(len(self._pool), (self.n_uniform,), generator=g).to(self.device)
+            pick = torch.randint(len(self._pool), (n_uniform,), generator=g).to(self.device)
             uniform = self._pool[pick]
         else:
-            uniform = (torch.rand(self.n_uniform, 3, generator=g) * 2 - 1).to(self.device)
-        if self.n_near:
-            j = torch.randint(n, (self.n_near,), generator=g).to(self.device)
-            noise = torch.randn(self.n_near, 3, generator=g).to(self.device)
+            uniform = (torch.rand(n_uniform, 3, generator=g) * 2 - 1).to(self.device)
+        if n_near:
+            j = torch.randint(n, (n_near,), generator=g).to(self.device)
+            noise = torch.randn(n_near, 3, generator=g).to(self.device)
             near = (self.points[j] + noise * self.sigma[j, None]).clamp(-1, 1)
         else:
             near = torch.empty(0, 3, device=self.device)

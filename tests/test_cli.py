@@ -157,7 +157,7 @@ def test_every_setting_is_an_option_with_the_same_default_and_help():
             if not isinstance(default, bool):
                 assert p.default is None  # not given -> the config's default (or the preset's) applies
     r = CliRunner().invoke(main, ["fit", "--help"])
-    assert "--weight-distance" in r.output and "[default: 1,700]" in r.output
+    assert "--weight-distance" in r.output and "[default: 1,900]" in r.output
 
 
 def test_quality_help_says_what_each_preset_changes():

@@ -316,7 +316,7 @@ def test_step_memory_estimate_is_close_to_the_measured_peak():
             with open("/proc/self/status") as fh:
                 return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("RssAnon:"))
 
-        cfg = FitConfig(batch=60000, grad="fused", model=ModelConfig(width=96, hidden_layers=2))
+        cfg = FitConfig(batch=60000, batch_start=1.0, grad="fused", model=ModelConfig(width=96, hidden_layers=2))
         rng = np.random.default_rng(0)
         normals = rng.normal(size=(20000, 3)); normals /= np.linalg.norm(normals, axis=1, keepdims=True)
         trainer = Trainer(cfg, (0.5 * normals).astype(np.float32), normals.astype(np.float32))  # fit's own step

@@ -76,3 +76,15 @@ def test_the_scan_spacing_ignores_exact_duplicates_and_too_few_points_get_the_ca
     assert scan_sampling(pts[:3]) == (0.0, 0.0)
     cfg = FitConfig()
     assert lr_for_spacing(cfg, 0.0) == cfg.lr_sparse < cfg.lr
+
+
+def test_a_smaller_batch_keeps_the_off_surface_points_in_proportion(sphere_points):
+    """A growing batch (FitConfig.batch_start) draws fewer scan points early on: the uniform and
+    near-surface points shrink with them, each with its known side."""
+    pts, nrm = sphere_points
+    s = Sampler(pts, nrm, batch=1000, uniform_ratio=0.5, near_ratio=0.25, seed=0, sign_k=8)
+    full, small = s.sample(), s.sample(400)
+    assert (len(full.on), len(full.uniform), len(full.near)) == (1000, 500, 250)
+    assert (len(small.on), len(small.uniform), len(small.near)) == (400, 200, 100)
+    assert len(small.off_sign) == len(small.off_distance) == 300 and (small.off_sign[200:] == 0).all()
+    assert (small.off_sign[:200] != 0).any()

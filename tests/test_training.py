@@ -139,19 +139,22 @@ def test_a_noisy_scan_gets_the_noisy_weights_unless_they_were_set_on_purpose(cap
 def test_resuming_a_run_from_before_smoothing_and_adam_beta2_keeps_what_it_did(tmp_path, sphere_scan_file):
     """A model.pt written before siren3d smoothed noisy scans has no 'denoise' in its settings: it
     did not smooth, so its resume must not either (the default, 2, would change its points). One
-    written before adam_beta2 trained with torch's 0.999: its resume says so, and trains so."""
+    written before adam_beta2 trained with torch's 0.999: its resume says so, and trains so. One
+    written before batch_start drew the whole batch at every step, and so does its resume."""
     scan = load_scan(sphere_scan_file)
-    fit(scan, small_config(steps=5, noise="high", denoise=0, adam_beta2=0.999), tmp_path / "run", progress=False)
+    fit(scan, small_config(steps=5, noise="high", denoise=0, adam_beta2=0.999, batch_start=1.0), tmp_path / "run",
+        progress=False)
     path = tmp_path / "run" / "model.pt"
     payload = torch.load(path, weights_only=True)
     meta = json.loads(payload["meta"])
-    del meta["fit"]["denoise"], meta["fit"]["adam_beta2"]
+    del meta["fit"]["denoise"], meta["fit"]["adam_beta2"], meta["fit"]["batch_start"]
     payload["meta"] = json.dumps(meta)
     torch.save(payload, path)
     resumed = fit(scan, small_config(steps=8, noise="high"), tmp_path / "run", resume=True, progress=False)
     assert resumed.config.denoise == 0 and resumed.history.shape == (8, len(HISTORY_COLUMNS))
     assert resumed.config.adam_beta2 == 0.999 != FitConfig().adam_beta2
     assert json.loads((tmp_path / "run" / "fit.json").read_text())["fit"]["adam_beta2"] == 0.999
+    assert resumed.config.batch_start == 1.0 != FitConfig().batch_start
 
 
 def test_resume_can_train_longer(tmp_path, sphere_scan_file):
@@ -293,7 +296,7 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     scan = load_scan(sphere_scan_file)  # a sphere: in the unit box, radius 0.9 about the origin
     x = np.random.default_rng(0).uniform(-1, 1, (20000, 3))
     d = np.linalg.norm(x, axis=1) - 0.9
-    # a short fit of a small network (the defaults' 1,700 steps of a 128-wide one: benchmarks/field.py)
+    # a short fit of a small network (the defaults' 1,900 steps of a 128-wide one: benchmarks/field.py)
     # (0.5 near-surface points per scan point, the defaults' before the eleventh session: with 0.25 this
     # short fit leaves more zero crossings far out, 59 % of the far points clear of them, too few to test)
     result = fit(scan, small_config(steps=300, lr=5e-4, lr_sparse=5e-4, near_ratio=0.5), tmp_path / "default",
@@ -356,14 +359,62 @@ def test_the_learning_rate_warms_up_then_decays_to_its_final_fraction():
     cosine decay to lr * lr_final at the last step."""
     from siren3d.training import lr_at
 
-    cfg = FitConfig(steps=1200, lr=8e-4, lr_final=0.03, warmup=100)
+    cfg = FitConfig(steps=1200, lr=8e-4, lr_final=0.03, warmup=100, batch_start=1.0)
     assert lr_at(0, cfg) == pytest.approx(8e-6) and lr_at(49, cfg) == pytest.approx(4e-4)
     assert lr_at(99, cfg) == pytest.approx(8e-4) and lr_at(100, cfg) == pytest.approx(8e-4)
     assert lr_at(1199, cfg) == pytest.approx(8e-4 * 0.03, rel=1e-3)
     rates = [lr_at(i, cfg) for i in range(1200)]
     assert all(a <= b for a, b in zip(rates[:100], rates[1:101])) and all(a >= b for a, b in zip(rates[100:], rates[101:]))
-    short = FitConfig(steps=150, lr=8e-4, warmup=100)  # a tenth of 150: 15 steps of warm-up
+    short = FitConfig(steps=150, lr=8e-4, warmup=100, batch_start=1.0)  # a tenth of 150: 15 steps of warm-up
     assert lr_at(13, short) < 8e-4 and lr_at(14, short) == pytest.approx(8e-4)
+    # while the batch grows, the rate follows the root of the fraction drawn (Adam's rule)
+    grow = replace(cfg, batch=1536, batch_start=0.5, batch_ramp=0.5)
+    assert lr_at(0, grow) == pytest.approx(8e-6 * 0.5 ** 0.5) and lr_at(600, grow) == pytest.approx(lr_at(600, cfg))
+    assert lr_at(300, grow) == pytest.approx(lr_at(300, cfg) * (1152 / 1536) ** 0.5)  # 1,152 points then
+
+
+def test_the_batch_grows_from_its_start_to_the_whole_batch_in_few_sizes():
+    """batch_start of the batch at the first step, the whole batch from batch_ramp of the fit on,
+    never shrinking, in multiples of BATCH_QUANTUM (a new size costs the bf16 products a kernel
+    set-up); a batch at or under the quantum, or batch_start 1, never changes."""
+    from siren3d.training import BATCH_QUANTUM, batch_at
+
+    cfg = FitConfig(steps=2000, batch=1536, batch_start=0.5, batch_ramp=0.5)
+    sizes = [batch_at(i, cfg) for i in range(cfg.steps)]
+    assert sizes[0] == 768 and sizes[999] < 1536 and set(sizes[1000:]) == {1536}
+    assert all(a <= b for a, b in zip(sizes, sizes[1:]))
+    assert all(n % BATCH_QUANTUM == 0 for n in sizes) and len(set(sizes)) == 7
+    assert 0.8 < np.mean(sizes) / 1536 < 0.9  # the work of the first half's smaller steps, saved
+    assert {batch_at(i, replace(cfg, batch_start=1.0)) for i in range(0, 2000, 50)} == {1536}
+    assert {batch_at(i, replace(cfg, batch=100)) for i in range(0, 2000, 50)} == {100}
+    assert batch_at(0, replace(cfg, batch_start=0.01)) == BATCH_QUANTUM
+
+
+def test_a_growing_batch_draws_what_it_says_and_resumes_exactly(tmp_path, sphere_scan_file):
+    """A fit with a growing batch draws batch_at(step) scan points and the off-surface points in
+    proportion each step (its points per second counts them), and an interrupted one resumes to the
+    same weights as one run straight through (the size follows the step, not the process)."""
+    from siren3d.training import Trainer, batch_at
+
+    scan = load_scan(sphere_scan_file)
+    cfg = small_config(steps=30, batch=512, batch_start=0.25, batch_ramp=0.5, uniform_ratio=0.5, near_ratio=0.25)
+    pts = Normalization.fit(scan.points, cfg.margin).to_unit(scan.points)
+    trainer = Trainer(replace(cfg, grad="fused"), pts, scan.normals)
+    for _ in range(cfg.steps):
+        trainer.step()
+    expected = sum(sum(trainer.sampler.counts(batch_at(i, cfg))) for i in range(cfg.steps))
+    assert trainer.points_drawn == expected < cfg.steps * trainer.points_per_step
+    full = fit(scan, cfg, tmp_path / "full", progress=False)
+
+    def interrupt_at_9(step, _values):
+        if step == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(FitInterrupted):
+        fit(scan, cfg, tmp_path / "cut", progress=False, callback=interrupt_at_9)
+    resumed = fit(scan, cfg, tmp_path / "cut", resume=True, progress=False)
+    sf, sr = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(sf[k], sr[k]) for k in sf)
 
 
 def test_a_fit_asks_to_keep_freed_memory_and_the_request_keeps_it(tmp_path, monkeypatch, sphere_scan_file):

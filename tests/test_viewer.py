@@ -510,7 +510,7 @@ def torus_distance(points):
 @pytest.fixture(scope="module")
 def default_torus_fit(tmp_path_factory):
     """A torus scan (20,000 points with normals) fitted with FitConfig() as it is: the defaults' losses,
-    weights, sampling and steps (1,700: about 35 s on 2 idle cores). Fewer steps would test a field
+    weights, sampling and steps (1,900, the first half of them smaller: about 35 s on 2 idle cores). Fewer steps would test a field
     no user gets: at 300 steps the far field is visibly unfinished."""
     from siren3d.io import Scan
     from siren3d.synthetic import sample_surface
