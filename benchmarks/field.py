@@ -144,11 +144,7 @@ def main() -> None:
     ap.add_argument("--mesh-res", type=int, default=256, help="extract_mesh res for the offsets")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    overrides = {}
-    for item in shlex.split(args.fit_args):
-        key, value = item.split("=", 1)
-        overrides[key] = type(_default(key))(value) if _default(key) is not None else value
-    config = fit_config(None, seed=args.seed, **overrides)
+    config = fit_config(None, seed=args.seed, **fit_overrides(args.fit_args))
 
     for name in args.shapes:
         shape = make_shape(name)
@@ -188,6 +184,16 @@ def main() -> None:
                          hausdorff=round(scores["hausdorff"] / diag, 5))
             line["offsets"][key] = entry
         print(json.dumps(line), flush=True)
+
+
+def fit_overrides(text: str) -> dict:
+    """'name=value ...' (nested names dotted: 'loss.distance=0') -> fit_config overrides, each value
+    of its default's type."""
+    overrides = {}
+    for item in shlex.split(text):
+        key, value = item.split("=", 1)
+        overrides[key] = type(_default(key))(value) if _default(key) is not None else value
+    return overrides
 
 
 def _default(key: str):

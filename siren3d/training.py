@@ -335,6 +335,7 @@ class Trainer:
 
     @property
     def points_per_step(self) -> int:
+        """Points of a step that draws the whole batch (an early step of a growing batch draws fewer)."""
         return self.config.batch + self.sampler.n_uniform + self.sampler.n_near
 
     def step(self, on_finite_loss: Callable[[torch.Tensor], None] | None = None) -> list[float]:
