@@ -81,6 +81,14 @@ NOISY_LR_FINAL = 0.01
 #: the dense end rate the bunny, cad plate and thin parts gave 0.94x / 0.85x / 1.03x, with a rate of
 #: 2-3e-4 ending at 6-8e-6 0.83x / 0.83x / 0.97x (a low final rate averages the noise).
 DENSE_SPACING, SPARSE_SPACING = 0.008, 0.012
+#: Steps of a default fit whose scan is noisy or not dense (median spacing over DENSE_SPACING):
+#: such a fit draws the whole batch at every step (``batch_start`` 1, where it is the default), as
+#: before the growing batch, and so takes the steps it took then, the time of the
+#: default's growing ones. The growing batch did not help them (the quality benchmark, thirteenth
+#: session: noisy inputs 0.3-0.8 % farther from the reference than before on the bunny, Lucy, the
+#: gargoyle and the plate; sparse Lucy 0.737x -> 0.775x Poisson's Chamfer, the sparse gargoyle
+#: 0.807x -> 1.157x, a pocket inside the body kept), while every clean input came closer.
+WHOLE_BATCH_STEPS = 1700
 
 
 def step_memory_bytes(config: FitConfig) -> int:
@@ -254,7 +262,7 @@ def lr_for_spacing(config: FitConfig, spacing: float) -> float:
 
 def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig, dict]:
     """The config to train with on these points (unit box), and what was decided, for fit.json:
-    {"ratio", "noisy", "normal_weight", "surface_weight", "spacing", "lr"}.
+    {"ratio", "noisy", "normal_weight", "surface_weight", "spacing", "lr", "batch_start", "steps"}.
 
     With ``noise='auto'`` the scan's noise ratio (:func:`siren3d.sampling.scan_sampling`) decides; a
     noisy scan gets the normal term weighted NOISY_NORMAL_WEIGHT (never lowered) and the surface term
@@ -262,7 +270,9 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     rate follows the point spacing (:func:`lr_for_spacing`) and a noisy scan's ends at NOISY_LR_FINAL
     of it (where ``lr_final`` is the default); only a noisy scan keeps ``denoise`` (its
     points smoothed along their normals before the fit), and only with at least
-    :data:`siren3d.denoise.MIN_POINTS` points. The returned config holds what is used.
+    :data:`siren3d.denoise.MIN_POINTS` points. A noisy scan, or one not dense (spacing over
+    DENSE_SPACING), draws the whole batch at every step and takes WHOLE_BATCH_STEPS (where
+    ``batch_start`` and ``steps`` are the defaults). The returned config holds what is used.
     """
     spacing, measured = scan_sampling(unit_points)
     ratio = measured if config.noise == "auto" else None
@@ -298,9 +308,15 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     else:
         final = config.lr_final
     config = replace(config, lr=lr, lr_final=final)
+    defaults = FitConfig()
+    if (noisy or not 0 < spacing <= DENSE_SPACING) and config.batch_start == defaults.batch_start:
+        steps = WHOLE_BATCH_STEPS if config.steps == defaults.steps else config.steps  # steps set on purpose kept
+        log.info("%s scan: the whole batch at every step, %d steps", "noisy" if noisy else "not a dense", steps)
+        config = replace(config, batch_start=1.0, steps=steps)
     return config, {"ratio": None if ratio is None else round(ratio, 4), "noisy": noisy,
                     "normal_weight": config.loss.normal, "surface_weight": config.loss.surface,
-                    "spacing": round(spacing, 6), "lr": lr}
+                    "spacing": round(spacing, 6), "lr": lr, "batch_start": config.batch_start,
+                    "steps": config.steps}
 
 
 class _NonFiniteLoss(Exception):

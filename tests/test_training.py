@@ -136,6 +136,28 @@ def test_a_noisy_scan_gets_the_noisy_weights_unless_they_were_set_on_purpose(cap
     assert cfg.loss == FitConfig().loss and info["noisy"] is False
 
 
+def test_only_a_dense_clean_scan_grows_its_batch():
+    """The growing batch helped clean dense scans only: a noisy or a sparse one draws the whole
+    batch at every step and takes WHOLE_BATCH_STEPS (a batch_start or steps set on purpose is
+    kept); fit.json's noise record says what was decided."""
+    from siren3d.synthetic import sample_surface, sphere
+    from siren3d.training import WHOLE_BATCH_STEPS, adapt_to_scan
+
+    defaults = FitConfig()
+    dense, _ = sample_surface(sphere(0.5), 100_000, seed=0)
+    sparse, _ = sample_surface(sphere(0.5), 2_000, seed=0)
+    cfg, info = adapt_to_scan(FitConfig(), dense.astype(np.float32))
+    assert (cfg.batch_start, cfg.steps) == (defaults.batch_start, defaults.steps) and cfg.batch_start < 1
+    assert info["batch_start"] == cfg.batch_start and info["steps"] == cfg.steps
+    for points, noise in ((dense, "high"), (sparse, "low")):
+        cfg, info = adapt_to_scan(FitConfig(noise=noise), points.astype(np.float32))
+        assert (cfg.batch_start, cfg.steps) == (1.0, WHOLE_BATCH_STEPS) == (info["batch_start"], info["steps"])
+        cfg, _ = adapt_to_scan(FitConfig(noise=noise, steps=2500), points.astype(np.float32))
+        assert (cfg.batch_start, cfg.steps) == (1.0, 2500)
+        cfg, _ = adapt_to_scan(FitConfig(noise=noise, batch_start=0.75), points.astype(np.float32))
+        assert (cfg.batch_start, cfg.steps) == (0.75, defaults.steps)
+
+
 def test_resuming_a_run_from_before_smoothing_and_adam_beta2_keeps_what_it_did(tmp_path, sphere_scan_file):
     """A model.pt written before siren3d smoothed noisy scans has no 'denoise' in its settings: it
     did not smooth, so its resume must not either (the default, 2, would change its points). One
