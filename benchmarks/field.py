@@ -144,7 +144,8 @@ def main() -> None:
     ap.add_argument("--mesh-res", type=int, default=256, help="extract_mesh res for the offsets")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    config = fit_config(None, seed=args.seed, **fit_overrides(args.fit_args))
+    overrides = fit_overrides(args.fit_args)
+    config = fit_config(None, seed=args.seed, **overrides)
 
     for name in args.shapes:
         shape = make_shape(name)
