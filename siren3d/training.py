@@ -311,7 +311,8 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
     defaults = FitConfig()
     if (noisy or not 0 < spacing <= DENSE_SPACING) and config.batch_start == defaults.batch_start:
         steps = WHOLE_BATCH_STEPS if config.steps == defaults.steps else config.steps  # steps set on purpose kept
-        log.info("%s scan: the whole batch at every step, %d steps", "noisy" if noisy else "not a dense", steps)
+        why = "a noisy scan" if noisy else f"point spacing {spacing:.4f} of the unit box, over the dense {DENSE_SPACING:g}"
+        log.info("%s: the whole batch at every step, %d steps (a growing batch helps dense clean scans only)", why, steps)
         config = replace(config, batch_start=1.0, steps=steps)
     return config, {"ratio": None if ratio is None else round(ratio, 4), "noisy": noisy,
                     "normal_weight": config.loss.normal, "surface_weight": config.loss.surface,
