@@ -180,11 +180,16 @@ def _check_same_input(job: ScanJob, recorded: dict) -> None:
 
 
 def _fit_state(job: ScanJob, config: FitConfig) -> tuple[dict | None, bool]:
-    """(fit.json, finished): finished when fit.json reports step >= config.steps and model.pt is there."""
+    """(fit.json, finished): finished when fit.json reports the steps a resume would train to
+    (:func:`siren3d.training.resume_steps`: the run's own with the default steps) and model.pt is there."""
+    from .training import resume_steps
+
     run_dir = Path(job.run_dir)
     doc = _read_json(run_dir / "fit.json")
+    run_steps = (doc or {}).get("fit", {}).get("steps")
+    target = resume_steps(config.steps, run_steps) if isinstance(run_steps, int) else config.steps
     finished = bool(doc and (run_dir / "model.pt").is_file() and isinstance(doc.get("step"), int)
-                    and doc["step"] >= config.steps)
+                    and doc["step"] >= target)
     return doc, finished
 
 

@@ -235,7 +235,8 @@ DEVICES = ("auto", "cpu", "cuda")
 class FitConfig(Settings):
     """Everything that decides a fit; saved in model.pt and fit.json."""
 
-    steps: int = setting(1900, "Optimizer steps (the first half's smaller, see --batch-start).", min=1)
+    steps: int = setting(1900, "Optimizer steps (the first half's smaller, see --batch-start; a noisy or sparse scan "
+                         "takes 1,700 whole ones unless this is set).", min=1)
     batch: int = setting(1536, "Scan points per step (off-surface points come on top, see the ratios).", min=1)
     batch_start: float = setting(0.5, "Fraction of the batch the first step draws, growing linearly to the whole batch "
                                  "at --batch-ramp of the fit, the learning rate with its root (1: the whole batch "

@@ -125,7 +125,9 @@ def batch_at(step: int, cfg: FitConfig) -> int:
     linearly to the whole batch at ``batch_ramp`` of the fit, in steps of BATCH_QUANTUM."""
     if cfg.batch_start >= 1.0 or cfg.batch_ramp <= 0:
         return cfg.batch
-    t = min(step / max(cfg.batch_ramp * cfg.steps, 1.0), 1.0)
+    t = step / max(cfg.batch_ramp * cfg.steps, 1.0)
+    if t >= 1.0:  # the whole batch, a multiple of the quantum or not
+        return cfg.batch
     size = cfg.batch * (cfg.batch_start + (1.0 - cfg.batch_start) * t)
     return min(cfg.batch, max(BATCH_QUANTUM, int(size // BATCH_QUANTUM) * BATCH_QUANTUM))
 
@@ -531,8 +533,17 @@ def _resume_config(config: FitConfig, scan: Scan, run_dir: Path) -> tuple[FitCon
     if scan.path and ckpt.meta.get("input", {}).get("points") != len(scan):
         raise Siren3dError("resume needs the same scan the run was started with "
                            f"({ckpt.meta.get('input', {}).get('path')})", scan.path)
-    return replace(old, steps=max(config.steps, old.steps), device=config.device,
+    steps = resume_steps(config.steps, old.steps)
+    # The batch grows over the run's own first steps: raised steps must not shrink it again.
+    ramp = old.batch_ramp * old.steps / steps if old.batch_start < 1.0 else old.batch_ramp
+    return replace(old, steps=steps, batch_ramp=ramp, device=config.device,
                    checkpoint_every=config.checkpoint_every), ckpt
+
+
+def resume_steps(asked: int, run: int) -> int:
+    """The steps a resumed run trains to: its own (``run``) when ``asked`` is the default (a default
+    noisy or sparse fit takes WHOLE_BATCH_STEPS, not the default), else the larger of the two."""
+    return run if asked == FitConfig().steps else max(asked, run)
 
 
 def fit(scan: Scan, config: FitConfig | None = None, run_dir: str | Path | None = None, *,

@@ -376,6 +376,40 @@ def test_the_fitted_field_is_a_distance_far_from_the_surface_too(tmp_path, spher
     assert (np.sign(f[out]) != np.sign(d[out])).mean() < 0.03  # 1 % after this short fit
 
 
+def test_a_default_noisy_fit_resumes_to_its_own_steps_and_a_batch_skips_it(tmp_path, sphere_scan_file, monkeypatch):
+    """A noisy or sparse default fit takes WHOLE_BATCH_STEPS, not the default steps: `fit --resume`
+    without --steps (the command fit prints) ends where the run would have, and a batch re-run takes
+    the finished run as finished. Steps raised on purpose on a growing-batch run do not shrink its
+    batch again: the ramp ends at the same step."""
+    import siren3d.training as training
+    from siren3d.batch import ScanJob, _fit_state
+    from siren3d.training import _resume_config, batch_at, resume_steps
+
+    assert resume_steps(FitConfig().steps, 1700) == 1700 and resume_steps(2500, 1700) == 2500
+    assert resume_steps(1000, 1700) == 1700
+    scan = load_scan(sphere_scan_file)  # 3,000 points: sparse, so the whole batch
+    cfg = small_config(steps=FitConfig().steps)  # the default steps, as the command line gives
+    run = tmp_path / "run"
+
+    def interrupt_at_3(step, _values):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(training, "WHOLE_BATCH_STEPS", 8)  # a short "whole-batch" fit
+    with pytest.raises(FitInterrupted):
+        fit(scan, cfg, run, progress=False, callback=interrupt_at_3)
+    resumed = fit(scan, cfg, run, resume=True, progress=False)
+    assert resumed.config.steps == 8 and resumed.history.shape[0] == 8 and resumed.config.batch_start == 1.0
+    job = ScanJob(name="sphere", input=str(sphere_scan_file), run_dir=str(run))
+    assert _fit_state(job, FitConfig())[1] is True  # finished: a batch re-run skips it
+    assert _fit_state(job, replace(FitConfig(), steps=20))[1] is False  # more steps asked: not finished
+
+    grow = tmp_path / "grow"
+    fit(scan, small_config(steps=20, batch=512, batch_start=0.25, batch_ramp=0.5), grow, progress=False)
+    longer, _ = _resume_config(small_config(steps=40), scan, grow)
+    assert longer.steps == 40 and [batch_at(i, longer) for i in (9, 10, 39)] == [384, 512, 512]
+
+
 def test_the_learning_rate_warms_up_then_decays_to_its_final_fraction():
     """Linear warm-up over `warmup` steps (at most a tenth of the fit), the peak right after it,
     cosine decay to lr * lr_final at the last step."""
@@ -410,6 +444,8 @@ def test_the_batch_grows_from_its_start_to_the_whole_batch_in_few_sizes():
     assert {batch_at(i, replace(cfg, batch_start=1.0)) for i in range(0, 2000, 50)} == {1536}
     assert {batch_at(i, replace(cfg, batch=100)) for i in range(0, 2000, 50)} == {100}
     assert batch_at(0, replace(cfg, batch_start=0.01)) == BATCH_QUANTUM
+    odd = replace(cfg, batch=1000)  # not a multiple of the quantum: still the whole batch once grown
+    assert batch_at(999, odd) == 896 and batch_at(1000, odd) == batch_at(1999, odd) == 1000
 
 
 def test_a_growing_batch_draws_what_it_says_and_resumes_exactly(tmp_path, sphere_scan_file):
