@@ -250,9 +250,17 @@ def cautious_lr(config: FitConfig) -> float:
     return min(config.lr, config.lr_sparse)
 
 
+def is_dense(spacing: float) -> bool:
+    """Whether a scan of this median point spacing (unit box) is dense: measured (over 0), and at
+    DENSE_SPACING or finer. A dense clean scan gets ``lr`` and the growing batch."""
+    return 0 < spacing <= DENSE_SPACING
+
+
 def lr_for_spacing(config: FitConfig, spacing: float) -> float:
     """The peak learning rate for a scan of this median point spacing (unit box): see DENSE_SPACING;
     at SPARSE_SPACING or coarser, and when it cannot be measured, :func:`cautious_lr`."""
+    if is_dense(spacing):
+        return config.lr
     sparse = cautious_lr(config)
     if spacing <= 0:  # too few points to measure: the cautious rate
         return sparse
@@ -311,7 +319,7 @@ def adapt_to_scan(config: FitConfig, unit_points: np.ndarray) -> tuple[FitConfig
         final = config.lr_final
     config = replace(config, lr=lr, lr_final=final)
     defaults = FitConfig()
-    if (noisy or not 0 < spacing <= DENSE_SPACING) and config.batch_start == defaults.batch_start:
+    if (noisy or not is_dense(spacing)) and config.batch_start == defaults.batch_start:
         steps = WHOLE_BATCH_STEPS if config.steps == defaults.steps else config.steps  # steps set on purpose kept
         why = "a noisy scan" if noisy else f"point spacing {spacing:.4f} of the unit box, over the dense {DENSE_SPACING:g}"
         log.info("%s: the whole batch at every step, %d steps (a growing batch helps dense clean scans only)", why, steps)
